@@ -1,0 +1,38 @@
+# `make plan` and `make test` work on a fresh clone: they create .venv and install
+# what they need first. CI runs `make test` through .ci/run.
+PYTHON ?= python3
+VENV   ?= .venv
+STACK  ?= dev
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: plan plan-json test docs bench clean
+
+$(STAMP): pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## Offline plan of a stack (no cloud account, no Pulumi CLI): make plan STACK=prod
+plan: $(STAMP)
+	$(BIN)/platformctl plan --stack $(STACK)
+
+plan-json: $(STAMP)
+	$(BIN)/platformctl plan --stack $(STACK) --format json --output plan-$(STACK).json
+
+## The whole test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Regenerate the config reference and Pulumi.yaml's config block from the models
+docs: $(STAMP)
+	$(BIN)/platformctl config reference > docs/config.md
+	$(BIN)/python -m platformctl.reference --write-pulumi-yaml Pulumi.yaml
+
+## Benchmarks (results recorded in docs/benchmarks.md)
+bench: $(STAMP)
+	$(BIN)/python bench/plan_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis plan-*.json

@@ -1,0 +1,581 @@
+"""The platform's stack configuration: every key typed, documented and defaulted here.
+
+One pydantic model tree covers the whole ``platform:`` namespace. Each field of
+:class:`PlatformConfig` is one top-level Pulumi config key (``platform:<field>``);
+nested models are the keys' object values. ``__main__.py`` calls
+:func:`load_platform_config` before it declares any resource, so a bad stack file
+fails fast with a message that names the stack file, the key path, the value and
+what is allowed.
+
+``docs/config.md`` and the ``config:`` block of ``Pulumi.yaml`` are generated from
+(and tested against) these models, so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+NAMESPACE = "platform"
+
+# Values CloudWatch Logs accepts for a log group's retention (PutRetentionPolicy).
+CLOUDWATCH_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
+    1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+
+# AWS tag keys and values: letters, digits, spaces and _ . : / = + - @ (see the
+# EC2 / Resource Groups Tagging API docs); keys up to 128, values up to 256 chars.
+_TAG_TEXT = re.compile(r"^[\w .:/=+\-@]*$")
+
+
+class SecretMarker:
+    """Marks a field whose value must be stored as a Pulumi secret (``--secret``)."""
+
+    def __repr__(self) -> str:  # shows up in generated docs
+        return "secret"
+
+
+SECRET = SecretMarker()
+#: A config value that must be a Pulumi secret; plaintext in a stack file is an error.
+Secret = Annotated[SecretStr, SECRET]
+
+
+class ConfigModel(BaseModel):
+    """Base for every config section: camelCase keys, unknown keys rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+
+class AwsConfig(ConfigModel):
+    """Where the AWS resources go."""
+
+    region: str = Field(
+        description="AWS region for every AWS resource of the stack (e.g. us-east-1).",
+        pattern=r"^[a-z]{2}-[a-z]+-\d$",  # commercial partition (arn:aws:...) only
+    )
+    allowed_account_ids: list[Annotated[str, Field(pattern=r"^\d{12}$")]] = Field(
+        default_factory=list,
+        description=(
+            "AWS account ids this stack may deploy into; the provider refuses any other "
+            "account, so prod config can never be applied with dev credentials. Empty: any."
+        ),
+    )
+
+
+class TagConfig(ConfigModel):
+    """Cost-allocation and ownership tags carried by every taggable AWS resource."""
+
+    cost_center: str = Field(
+        description="Value of the `cost-center` tag; finance groups spend by it.",
+        min_length=1,
+        max_length=256,
+    )
+    owner: str = Field(
+        description="Value of the `owner` tag: the team or address that answers for the stack.",
+        min_length=1,
+        max_length=256,
+    )
+    extra: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Additional tags added to every resource. May not redefine the standard keys "
+            "(environment, component, cost-center, owner, stack, Name)."
+        ),
+    )
+
+    @field_validator("cost_center", "owner")
+    @classmethod
+    def _tag_value_chars(cls, value: str) -> str:
+        if not _TAG_TEXT.match(value):
+            raise ValueError(
+                "AWS tag values may contain only letters, digits, spaces and _ . : / = + - @"
+            )
+        return value
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        from components.tagging import STANDARD_TAG_KEYS  # local: tagging imports nothing from here
+
+        for key, tag_value in value.items():
+            if key in STANDARD_TAG_KEYS:
+                raise ValueError(f"tag key {key!r} is set by the platform and may not be overridden")
+            if not key or len(key) > 128 or key.lower().startswith("aws:") or not _TAG_TEXT.match(key):
+                raise ValueError(
+                    f"tag key {key!r} is not a valid AWS tag key (1-128 chars, no 'aws:' prefix, "
+                    "letters, digits, spaces and _ . : / = + - @)"
+                )
+            if len(tag_value) > 256 or not _TAG_TEXT.match(tag_value):
+                raise ValueError(f"tag {key!r} has a value AWS would reject: {tag_value!r}")
+        return value
+
+
+class FlowLogConfig(ConfigModel):
+    """VPC flow logs, delivered to a CloudWatch Logs group."""
+
+    enabled: bool = Field(default=True, description="Record VPC flow logs.")
+    traffic_type: Literal["ALL", "ACCEPT", "REJECT"] = Field(
+        default="ALL", description="Which traffic the flow log records."
+    )
+    retention_days: int = Field(
+        default=30,
+        description=(
+            "Days CloudWatch keeps flow-log records; one of the values CloudWatch accepts: "
+            + ", ".join(map(str, CLOUDWATCH_RETENTION_DAYS))
+            + "."
+        ),
+    )
+    max_aggregation_interval: Literal[60, 600] = Field(
+        default=600, description="Seconds over which a flow record aggregates packets (60 or 600)."
+    )
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention_allowed(cls, value: int) -> int:
+        if value not in CLOUDWATCH_RETENTION_DAYS:
+            allowed = ", ".join(map(str, CLOUDWATCH_RETENTION_DAYS))
+            raise ValueError(f"CloudWatch Logs accepts only these retention periods: {allowed}")
+        return value
+
+
+class NetworkConfig(ConfigModel):
+    """The VPC baseline every other component builds on."""
+
+    vpc_cidr: ipaddress.IPv4Network = Field(
+        default=ipaddress.IPv4Network("10.0.0.0/16"),
+        description=(
+            "IPv4 CIDR of the VPC, /16 to /24, inside RFC 1918 space. Must not overlap the "
+            "private cloud's ranges once the VPN joins them."
+        ),
+    )
+    availability_zones: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Availability zones the VPC spans, by name (e.g. us-east-1a). At least two: EKS "
+            "needs subnets in two AZs. Name them explicitly because GPU instance types are "
+            "not offered in every AZ. Default: the region's a and b zones."
+        ),
+    )
+    private_subnet_prefix_length: int = Field(
+        default=19,
+        ge=16,
+        le=28,
+        description=(
+            "Prefix length of each AZ's private subnet (nodes and pods; the VPC CNI gives "
+            "every pod a VPC address, so these are large)."
+        ),
+    )
+    public_subnet_prefix_length: int = Field(
+        default=24,
+        ge=16,
+        le=28,
+        description="Prefix length of each AZ's public subnet (load balancers and NAT gateways).",
+    )
+    nat_gateways: Optional[Literal["single", "perAz"]] = Field(
+        default=None,
+        description=(
+            "`single`: one NAT gateway shared by all AZs (cheap, one AZ's outage cuts egress "
+            "everywhere). `perAz`: one per AZ. Default: `perAz` when `platform:ha` is true, "
+            "else `single`."
+        ),
+    )
+    interface_endpoints: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")]] = Field(
+        default_factory=lambda: ["ecr.api", "ecr.dkr"],
+        description=(
+            "AWS services reached through interface VPC endpoints in the private subnets "
+            "(service suffix after com.amazonaws.<region>.). ECR's two are needed so nodes "
+            "pull images without NAT traffic charges."
+        ),
+    )
+    az_slots: int = Field(
+        default=4,
+        ge=2,
+        le=8,
+        description=(
+            "AZs each subnet tier reserves room for. AZs can be appended later up to this "
+            "number without moving (and so replacing) any existing subnet. Changing it "
+            "re-lays every subnet."
+        ),
+    )
+    flow_logs: FlowLogConfig = Field(
+        default_factory=FlowLogConfig, description="VPC flow logs to CloudWatch Logs."
+    )
+
+    def subnet_prefix_lengths(self) -> dict[str, int]:
+        """Subnet tiers in allocation order, with each tier's prefix length."""
+        return {"private": self.private_subnet_prefix_length, "public": self.public_subnet_prefix_length}
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc_cidr_private(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if not 16 <= value.prefixlen <= 24:
+            raise ValueError(f"a VPC CIDR must be /16 to /24 (got /{value.prefixlen})")
+        rfc1918 = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+        if not any(value.subnet_of(block) for block in rfc1918):
+            raise ValueError("must lie inside RFC 1918 space (10/8, 172.16/12 or 192.168/16)")
+        return value
+
+    @field_validator("availability_zones")
+    @classmethod
+    def _unique_azs(cls, value: list[str]) -> list[str]:
+        duplicates = sorted({az for az in value if value.count(az) > 1})
+        if duplicates:
+            raise ValueError(f"lists {', '.join(duplicates)} more than once")
+        return value
+
+    @field_validator("interface_endpoints")
+    @classmethod
+    def _unique_endpoints(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a service more than once")
+        return value
+
+
+class PlatformConfig(ConfigModel):
+    """The ``platform:`` namespace. Each field is one top-level config key."""
+
+    environment: str = Field(
+        description=(
+            "Environment name (dev, staging, prod, ...): the `environment` tag and part of "
+            "every resource's Name. Lower-case letters, digits and '-', 2-16 chars."
+        ),
+        pattern=r"^[a-z][a-z0-9-]{1,15}$",
+    )
+    ha: bool = Field(
+        default=False,
+        description=(
+            "High availability: no single points of failure where the platform can avoid "
+            "them (NAT per AZ, and in later components redundant control paths)."
+        ),
+    )
+    aws: AwsConfig = Field(description="AWS account and region.")
+    tags: TagConfig = Field(description="Ownership and cost-allocation tags.")
+    network: NetworkConfig = Field(
+        default_factory=NetworkConfig, description="VPC baseline: CIDR layout, AZs, NAT, VPC endpoints, flow logs."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_azs_follow_region(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            region = (data.get("aws") or {}).get("region") if isinstance(data.get("aws"), dict) else None
+            network = data.get("network", {})
+            if region and isinstance(network, dict) and not network.get("availabilityZones"):
+                data = {**data, "network": {**network, "availabilityZones": [f"{region}a", f"{region}b"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "PlatformConfig":
+        network = self.network
+        problems: list[tuple[tuple[Union[str, int], ...], Any, str]] = []
+        if len(network.availability_zones) < 2:
+            problems.append(
+                (("network", "availabilityZones"), network.availability_zones,
+                 "must list at least 2 availability zones: EKS and the subnet layout need two")
+            )  # fmt: skip
+        for index, az in enumerate(network.availability_zones):
+            if not re.fullmatch(re.escape(self.aws.region) + r"[a-z]", az):
+                problems.append(
+                    (("network", "availabilityZones", index), az,
+                     f"is not an availability zone of platform:aws.region = {self.aws.region}")
+                )  # fmt: skip
+        if len(network.availability_zones) > network.az_slots:
+            problems.append(
+                (("network", "availabilityZones"), network.availability_zones,
+                 f"lists {len(network.availability_zones)} AZs but platform:network.azSlots is "
+                 f"{network.az_slots}")
+            )  # fmt: skip
+        else:
+            from components.network.cidr import CidrAllocationError, allocate_subnets
+
+            try:
+                allocate_subnets(network.vpc_cidr, network.availability_zones,
+                                 network.subnet_prefix_lengths(), network.az_slots)  # fmt: skip
+            except CidrAllocationError as exc:
+                problems.append((("network", "vpcCidr"), str(network.vpc_cidr), str(exc)))
+        if self.ha and network.nat_gateways == "single":
+            problems.append(
+                (("network", "natGateways"), "single",
+                 "must be perAz in an environment with ha: true (one NAT gateway is a single "
+                 "point of failure for all egress)")
+            )  # fmt: skip
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+    @property
+    def nat_gateway_mode(self) -> Literal["single", "perAz"]:
+        if self.network.nat_gateways is not None:
+            return self.network.nat_gateways
+        return "perAz" if self.ha else "single"
+
+
+class _CrossFieldErrors(ValueError):
+    """Rules spanning several keys; carries each problem's own key path."""
+
+    def __init__(self, problems: list[tuple[tuple[Union[str, int], ...], Any, str]]):
+        super().__init__("; ".join(message for _, _, message in problems))
+        self.problems = problems
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ConfigError(Exception):
+    """A stack's configuration is invalid. ``str()`` is the complete user-facing message."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: invalid platform configuration"]
+        lines += [f"  {source}: {problem}" for problem in problems]
+        super().__init__("\n".join(lines))
+
+
+def _key_path(loc: Iterable[Union[str, int]]) -> str:
+    parts = list(loc)
+    if not parts:
+        return NAMESPACE
+    text = f"{NAMESPACE}:{parts[0]}"
+    for part in parts[1:]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _show(value: Any, secret: bool = False) -> str:
+    if secret:
+        return "[secret]"
+    if isinstance(value, SecretStr):
+        return "[secret]"
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Union[str, int], ...]) -> Optional[type[BaseModel]]:
+    """The model class found by following ``loc`` (aliases) down from ``model``."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = next(
+            (f for name, f in current.model_fields.items() if (f.alias or name) == part or name == part),
+            None,
+        )
+        if field is None:
+            return None
+        current = _unwrap_model(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap_model(annotation: Any) -> Any:
+    """The BaseModel inside Optional[...] / list[...] / dict[..., ...], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _unwrap_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key_hint(model: type[BaseModel], loc: tuple[Union[str, int], ...]) -> str:
+    parent = _model_at(model, loc[:-1]) if len(loc) > 1 else model
+    if parent is None:
+        return "unknown key"
+    known = [f.alias or n for n, f in parent.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"unknown key{hint} (allowed: {', '.join(known)})"
+
+
+def _format_validation_error(
+    model: type[BaseModel], error: ValidationError, secret_keys: set[str]
+) -> list[str]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        secret = bool(loc) and str(loc[0]) in secret_keys
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{_key_path(loc)}: {_unknown_key_hint(model, loc)}")
+            continue
+        if item["type"] == "missing":
+            field_model = _model_at(model, loc[:-1]) if len(loc) > 1 else model
+            description = ""
+            if field_model is not None:
+                field = next(
+                    (f for n, f in field_model.model_fields.items() if (f.alias or n) == loc[-1]), None
+                )
+                if field is not None and field.description:
+                    description = f" ({field.description})"
+            problems.append(f"{_key_path(loc)}: required key is missing{description}")
+            continue
+        ctx_error = (item.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _CrossFieldErrors):
+            for sub_loc, value, message in ctx_error.problems:
+                problems.append(f"{_key_path(sub_loc)} = {_show(value)}: {message}")
+            continue
+        message = item["msg"]
+        message = message.removeprefix("Value error, ")
+        problems.append(f"{_key_path(loc)} = {_show(item.get('input'), secret)}: {message}")
+    return problems
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _contains_secret(annotation: Any) -> bool:
+    if get_origin(annotation) is Annotated and any(isinstance(a, SecretMarker) for a in get_args(annotation)[1:]):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return any(_field_is_secret(f) for f in annotation.model_fields.values())
+    return any(_contains_secret(arg) for arg in get_args(annotation))
+
+
+def _field_is_secret(field: Any) -> bool:
+    return any(isinstance(m, SecretMarker) for m in field.metadata) or _contains_secret(field.annotation)
+
+
+def secret_config_keys(model: type[BaseModel] = PlatformConfig) -> list[str]:
+    """Top-level keys whose value holds a secret anywhere inside; they must be set with --secret."""
+    return [f.alias or n for n, f in model.model_fields.items() if _field_is_secret(f)]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _is_structured(field: Any) -> bool:
+    """Object- and list-valued keys arrive from the engine as JSON text."""
+    annotation = field.annotation
+    origin = get_origin(annotation)
+    if origin in (list, dict) or _unwrap_model(annotation) is not None:
+        return True
+    if origin is Union:
+        return any(get_origin(a) in (list, dict) for a in get_args(annotation))
+    return False
+
+
+def parse_config(
+    raw: Mapping[str, str],
+    secret_keys: Iterable[str],
+    source: str,
+    model: type[BaseModel] = PlatformConfig,
+) -> BaseModel:
+    """Validate engine-style config (``{"platform:key": "text"}``) into ``model``.
+
+    ``raw`` holds every config key of the stack (other namespaces are ignored);
+    values are the strings the Pulumi engine passes (JSON for objects and lists).
+    ``secret_keys`` are the keys the stack stores encrypted. Raises
+    :class:`ConfigError` listing every problem, each naming ``source``.
+    """
+    secret_keys = set(secret_keys)
+    prefix = f"{NAMESPACE}:"
+    fields = {(f.alias or n): f for n, f in model.model_fields.items()}
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for full_key, text in raw.items():
+        if not full_key.startswith(prefix):
+            continue
+        key = full_key[len(prefix):]
+        field = fields.get(key)
+        if field is None:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            problems.append(f"{full_key}: unknown key{hint} (allowed: {', '.join(fields)})")
+            continue
+        if _field_is_secret(field) and full_key not in secret_keys:
+            problems.append(
+                f"{full_key}: holds a secret but is stored in plaintext; set it with "
+                f"`pulumi config set --secret {full_key} ...` (or `--path --secret` for one "
+                "nested value)"
+            )
+            secret_keys.add(full_key)  # validate it as usual, but never echo it
+        if _is_structured(field) and isinstance(text, str):
+            try:
+                values[key] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{full_key}: is not a valid object/list ({exc.msg})")
+                continue
+        else:
+            values[key] = text
+    try:
+        parsed = model.model_validate(values)
+    except ValidationError as exc:
+        problems.extend(_format_validation_error(model, exc, _names_in_namespace(secret_keys)))
+        parsed = None
+    if problems:
+        raise ConfigError(source, problems)
+    assert parsed is not None
+    return parsed
+
+
+def _names_in_namespace(full_keys: Iterable[str]) -> set[str]:
+    """Top-level key names (without namespace) among ``full_keys`` in our namespace."""
+    prefix = f"{NAMESPACE}:"
+    return {k[len(prefix):] for k in full_keys if k.startswith(prefix)}
+
+
+def stack_config_source(stack: str, stack_config_dir: str = "stacks") -> str:
+    """The file a stack's config lives in, as users see it (``stacks/Pulumi.prod.yaml``)."""
+    return f"{stack_config_dir.rstrip('/')}/Pulumi.{stack}.yaml"
+
+
+def load_platform_config(
+    get_all: Optional[Callable[[], tuple[dict[str, str], set[str]]]] = None,
+) -> PlatformConfig:
+    """Read and validate the running stack's ``platform:`` config (call before declaring resources)."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    if get_all is None:
+        def get_all() -> tuple[dict[str, str], set[str]]:
+            # The language host passes config via PULUMI_CONFIG; the mock harness and
+            # the automation API set it in-process. Read both.
+            raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+            secrets = set(runtime_config.get_config_secret_keys_env()) | set(runtime_config._SECRET_KEYS.get())
+            return raw, secrets
+
+    raw, secrets = get_all()
+    source = stack_config_source(pulumi.get_stack(), _stack_config_dir())
+    config = parse_config(raw, secrets, source)
+    assert isinstance(config, PlatformConfig)
+    return config
+
+
+def _stack_config_dir() -> str:
+    """``stackConfigDir`` from Pulumi.yaml (the program runs with the project dir as cwd)."""
+    import os
+
+    import yaml
+
+    try:
+        with open(os.path.join(os.getcwd(), "Pulumi.yaml"), encoding="utf-8") as handle:
+            return (yaml.safe_load(handle) or {}).get("stackConfigDir") or "."
+    except OSError:
+        return "."

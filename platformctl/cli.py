@@ -1,0 +1,93 @@
+"""platformctl: the platform's operator CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Operate the GPU inference platform: offline plans and, later, mirror and cost tools.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+config_app = typer.Typer(help="The stack configuration reference.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+err = Console(stderr=True)
+
+EXIT_CONFIG = 2  # the input (stack name, stack file) is wrong
+EXIT_PROGRAM = 1  # the program itself failed
+
+
+class PlanFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def plan(
+    stack: str = typer.Option("dev", "--stack", "-s", help="Stack to plan (stacks/Pulumi.<stack>.yaml)."),
+    format: PlanFormat = typer.Option(PlanFormat.text, "--format", "-f", help="text: tree; json: full plan."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    project_dir: Optional[Path] = typer.Option(
+        None, "--project-dir", help="Directory of Pulumi.yaml (default: nearest at or above cwd)."
+    ),
+) -> None:
+    """Offline plan of a stack: every resource the program declares, with no cloud and no CLI."""
+    from components.config import ConfigError
+    from platformctl.offline import PlanError, run_offline_plan
+    from platformctl.project import ProjectError, find_project
+    from platformctl.render import render_text
+
+    try:
+        project = find_project(project_dir)
+        result = run_offline_plan(project, stack)
+    except (ProjectError, ConfigError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except PlanError as exc:
+        err.print(f"[red]error:[/] the program failed while planning stack {stack}: {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_PROGRAM) from None
+
+    if format is PlanFormat.json:
+        text = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
+        if output:
+            output.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return
+    if output:
+        with output.open("w", encoding="utf-8") as handle:
+            render_text(result, Console(file=handle, width=160, no_color=True))
+    else:
+        render_text(result, Console(width=max(Console().width, 120)))
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the config reference (Markdown) generated from the pydantic models."""
+    from platformctl.reference import render_markdown
+
+    sys.stdout.write(render_markdown())
+
+
+@config_app.command("pulumi-yaml")
+def config_pulumi_yaml() -> None:
+    """Print the `config:` block Pulumi.yaml should hold, generated from the models."""
+    from platformctl.reference import render_pulumi_config_block
+
+    sys.stdout.write(render_pulumi_config_block())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
