@@ -13,6 +13,7 @@ import os
 import runpy
 import sys
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,17 @@ def run_offline_plan(project: Project, stack: str) -> Plan:
     # task belongs to whatever loop is current.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    # The SDK calls the monitor from the loop's executor threads, and the mock monitor
+    # gives each such thread an event loop of its own. Make those loops here, so they
+    # can be closed deterministically (left to the garbage collector, Python prints
+    # "Exception ignored ... Invalid file descriptor" at exit).
+    worker_loops: list[asyncio.AbstractEventLoop] = []
+
+    def _worker_loop() -> None:
+        worker_loops.append(asyncio.new_event_loop())
+        asyncio.set_event_loop(worker_loops[-1])
+
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=4, initializer=_worker_loop))
     try:
         mocks.set_mocks(monitor.mocks, project=project.name, stack=stack, preview=True, monitor=monitor)
         # set_mocks's root stack stands in for nothing; the program's run gets a fresh
@@ -257,10 +269,9 @@ def run_offline_plan(project: Project, stack: str) -> Plan:
             task.cancel()
         if pending:
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        # The mock monitor runs in the loop's executor threads, each of which makes an
-        # event loop of its own; joining the threads lets those loops go while the
-        # interpreter can still close them (else Python complains at exit).
         loop.run_until_complete(loop.shutdown_default_executor())
+        for worker_loop in worker_loops:
+            worker_loop.close()
         asyncio.set_event_loop(None)
         loop.close()
         runtime_config.set_all_config({}, [])

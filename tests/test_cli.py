@@ -139,3 +139,4 @@ def test_console_script_is_installed_and_runs():
     result = subprocess.run([str(script), "plan", "--stack", "dev"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "Plan: stack dev:" in result.stdout
+    assert result.stderr == ""  # no asyncio noise at interpreter exit
