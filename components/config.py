@@ -261,7 +261,6 @@ class PlatformConfig(ConfigModel):
             "Environment name (dev, staging, prod, ...): the `environment` tag and part of "
             "every resource's Name. Lower-case letters, digits and '-', 2-16 chars."
         ),
-        pattern=r"^[a-z][a-z0-9-]{1,15}$",
     )
     ha: bool = Field(
         default=False,
@@ -275,6 +274,13 @@ class PlatformConfig(ConfigModel):
     network: NetworkConfig = Field(
         default_factory=NetworkConfig, description="VPC baseline: CIDR layout, AZs, NAT, VPC endpoints, flow logs."
     )
+
+    @field_validator("environment")
+    @classmethod
+    def _environment_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{1,15}", value):
+            raise ValueError("must be 2-16 lower-case letters, digits or '-', starting with a letter")
+        return value
 
     @model_validator(mode="before")
     @classmethod

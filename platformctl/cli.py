@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     help="Operate the GPU inference platform: offline plans and, later, mirror and cost tools.",
@@ -49,10 +50,14 @@ def plan(
         project = find_project(project_dir)
         result = run_offline_plan(project, stack)
     except (ProjectError, ConfigError) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from None
     except PlanError as exc:
-        err.print(f"[red]error:[/] the program failed while planning stack {stack}: {exc}", soft_wrap=True)
+        err.print(
+            f"[red]error:[/] the program failed while planning stack {escape(stack)}: {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_PROGRAM) from None
 
     if format is PlanFormat.json:

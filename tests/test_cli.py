@@ -96,6 +96,18 @@ def test_config_error_names_file_key_value_and_exits_nonzero(project_copy):
     )
 
 
+def test_error_text_reaches_the_terminal_verbatim(project_copy):
+    """Messages hold brackets (key paths, lists); the terminal must not eat them as markup."""
+    (project_copy / "stacks/Pulumi.bad.yaml").write_text(
+        "config:\n  platform:environment: bad\n  platform:aws: {region: us-east-1}\n"
+        "  platform:tags: {costCenter: x, owner: y}\n"
+        "  platform:network: {availabilityZones: [us-east-1a, us-west-2a]}\n"
+    )
+    result = invoke("plan", "--stack", "bad", "--project-dir", str(project_copy))
+    assert result.exit_code == 2
+    assert 'platform:network.availabilityZones[1] = "us-west-2a"' in result.stderr
+
+
 def test_program_failure_exits_1_and_points_at_the_line(project_copy):
     main = project_copy / "__main__.py"
     main.write_text(main.read_text() + "\nraise RuntimeError('boom')\n")
