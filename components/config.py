@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
+import pulumi
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -349,8 +350,12 @@ class _CrossFieldErrors(ValueError):
 # --------------------------------------------------------------------------- errors
 
 
-class ConfigError(Exception):
-    """A stack's configuration is invalid. ``str()`` is the complete user-facing message."""
+class ConfigError(pulumi.RunError):
+    """A stack's configuration is invalid. ``str()`` is the complete user-facing message.
+
+    A RunError, so under `pulumi up` the language host prints the message alone, with
+    no Python traceback.
+    """
 
     def __init__(self, source: str, problems: list[str]):
         self.source = source
@@ -556,7 +561,6 @@ def load_platform_config(
     get_all: Optional[Callable[[], tuple[dict[str, str], set[str]]]] = None,
 ) -> PlatformConfig:
     """Read and validate the running stack's ``platform:`` config (call before declaring resources)."""
-    import pulumi
     from pulumi.runtime import config as runtime_config
 
     if get_all is None:

@@ -210,3 +210,10 @@ def test_every_checked_in_stack_file_is_valid(project, stack):
     assert config.environment == stack
     data = yaml.safe_load((project.stack_config_dir / f"Pulumi.{stack}.yaml").read_text())
     assert data["config"]["platform:network"]["vpcCidr"] == str(config.network.vpc_cidr)
+
+
+def test_config_errors_print_without_a_traceback_under_pulumi():
+    import pulumi
+
+    # The Python language host logs a RunError's message alone; other exceptions get a traceback.
+    assert issubclass(ConfigError, pulumi.RunError)
