@@ -27,7 +27,7 @@ test: $(STAMP)
 
 ## Regenerate the config reference and Pulumi.yaml's config block from the models
 docs: $(STAMP)
-	$(BIN)/platformctl config reference > docs/config.md
+	$(BIN)/python -m platformctl.reference --write-readme README.md
 	$(BIN)/python -m platformctl.reference --write-pulumi-yaml Pulumi.yaml
 
 ## Benchmarks (results recorded in docs/benchmarks.md)

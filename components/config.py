@@ -7,8 +7,8 @@ nested models are the keys' object values. ``__main__.py`` calls
 fails fast with a message that names the stack file, the key path, the value and
 what is allowed.
 
-``docs/config.md`` and the ``config:`` block of ``Pulumi.yaml`` are generated from
-(and tested against) these models, so the reference cannot drift from the code.
+The README's config reference and the ``config:`` block of ``Pulumi.yaml`` are
+generated from (and tested against) these models, so the reference cannot drift from the code.
 """
 
 from __future__ import annotations
