@@ -23,6 +23,7 @@ plan-json: $(STAMP)
 
 ## The whole test suite
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 ## Regenerate the config reference and Pulumi.yaml's config block from the models

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -24,7 +24,7 @@ class PlatformComponent(pulumi.ComponentResource):
         component: str,
         tags: TagContext,
         provider: aws.Provider,
-        opts: Optional[pulumi.ResourceOptions] = None,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(type_token, name, None, opts)
         self._name = name

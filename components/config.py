@@ -18,7 +18,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pulumi
 from pydantic import (
@@ -194,7 +194,7 @@ class NetworkConfig(ConfigModel):
         le=28,
         description="Prefix length of each AZ's public subnet (load balancers and NAT gateways).",
     )
-    nat_gateways: Optional[Literal["single", "perAz"]] = Field(
+    nat_gateways: Literal["single", "perAz"] | None = Field(
         default=None,
         description=(
             "`single`: one NAT gateway shared by all AZs (cheap, one AZ's outage cuts egress "
@@ -294,9 +294,9 @@ class PlatformConfig(ConfigModel):
         return data
 
     @model_validator(mode="after")
-    def _cross_field_rules(self) -> "PlatformConfig":
+    def _cross_field_rules(self) -> PlatformConfig:
         network = self.network
-        problems: list[tuple[tuple[Union[str, int], ...], Any, str]] = []
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
         if len(network.availability_zones) < 2:
             problems.append(
                 (("network", "availabilityZones"), network.availability_zones,
@@ -342,7 +342,7 @@ class PlatformConfig(ConfigModel):
 class _CrossFieldErrors(ValueError):
     """Rules spanning several keys; carries each problem's own key path."""
 
-    def __init__(self, problems: list[tuple[tuple[Union[str, int], ...], Any, str]]):
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], Any, str]]):
         super().__init__("; ".join(message for _, _, message in problems))
         self.problems = problems
 
@@ -365,7 +365,7 @@ class ConfigError(pulumi.RunError):
         super().__init__("\n".join(lines))
 
 
-def _key_path(loc: Iterable[Union[str, int]]) -> str:
+def _key_path(loc: Iterable[str | int]) -> str:
     parts = list(loc)
     if not parts:
         return NAMESPACE
@@ -387,7 +387,7 @@ def _show(value: Any, secret: bool = False) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _model_at(model: type[BaseModel], loc: tuple[Union[str, int], ...]) -> Optional[type[BaseModel]]:
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The model class found by following ``loc`` (aliases) down from ``model``."""
     current: Any = model
     for part in loc:
@@ -401,22 +401,22 @@ def _model_at(model: type[BaseModel], loc: tuple[Union[str, int], ...]) -> Optio
         )
         if field is None:
             return None
-        current = _unwrap_model(field.annotation)
+        current = nested_model(field.annotation)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _unwrap_model(annotation: Any) -> Any:
+def nested_model(annotation: Any) -> Any:
     """The BaseModel inside Optional[...] / list[...] / dict[..., ...], if any."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in get_args(annotation):
-        found = _unwrap_model(arg)
+        found = nested_model(arg)
         if found is not None:
             return found
     return None
 
 
-def _unknown_key_hint(model: type[BaseModel], loc: tuple[Union[str, int], ...]) -> str:
+def _unknown_key_hint(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
     parent = _model_at(model, loc[:-1]) if len(loc) > 1 else model
     if parent is None:
         return "unknown key"
@@ -485,7 +485,7 @@ def _is_structured(field: Any) -> bool:
     """Object- and list-valued keys arrive from the engine as JSON text."""
     annotation = field.annotation
     origin = get_origin(annotation)
-    if origin in (list, dict) or _unwrap_model(annotation) is not None:
+    if origin in (list, dict) or nested_model(annotation) is not None:
         return True
     if origin is Union:
         return any(get_origin(a) in (list, dict) for a in get_args(annotation))
@@ -558,7 +558,7 @@ def stack_config_source(stack: str, stack_config_dir: str = "stacks") -> str:
 
 
 def load_platform_config(
-    get_all: Optional[Callable[[], tuple[dict[str, str], set[str]]]] = None,
+    get_all: Callable[[], tuple[dict[str, str], set[str]]] | None = None,
 ) -> PlatformConfig:
     """Read and validate the running stack's ``platform:`` config (call before declaring resources)."""
     from pulumi.runtime import config as runtime_config

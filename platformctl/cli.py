@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,19 +26,19 @@ EXIT_CONFIG = 2  # the input (stack name, stack file) is wrong
 EXIT_PROGRAM = 1  # the program itself failed
 
 
-class PlanFormat(str, Enum):
+class PlanFormat(StrEnum):
     text = "text"
     json = "json"
 
 
 @app.command()
 def plan(
-    stack: str = typer.Option("dev", "--stack", "-s", help="Stack to plan (stacks/Pulumi.<stack>.yaml)."),
-    format: PlanFormat = typer.Option(PlanFormat.text, "--format", "-f", help="text: tree; json: full plan."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
-    project_dir: Optional[Path] = typer.Option(
-        None, "--project-dir", help="Directory of Pulumi.yaml (default: nearest at or above cwd)."
-    ),
+    stack: Annotated[str, typer.Option("--stack", "-s", help="Stack to plan (stacks/Pulumi.<stack>.yaml).")] = "dev",
+    format: Annotated[PlanFormat, typer.Option("--format", "-f", help="text: tree; json: full plan.")] = PlanFormat.text,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")] = None,
+    project_dir: Annotated[
+        Path | None, typer.Option("--project-dir", help="Directory of Pulumi.yaml (default: nearest at or above cwd).")
+    ] = None,
 ) -> None:
     """Offline plan of a stack: every resource the program declares, with no cloud and no CLI."""
     from components.config import ConfigError

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
+from collections.abc import Iterator
 
 from google.protobuf import json_format
 from pulumi.runtime import config as runtime_config
@@ -46,8 +47,8 @@ class PlannedResource:
     urn: str
     type: str
     name: str
-    parent: Optional[str]
-    provider: Optional[str]
+    parent: str | None
+    provider: str | None
     custom: bool
     inputs: dict[str, Any]
     dependencies: dict[str, list[str]]
@@ -91,10 +92,10 @@ class Plan:
             raise KeyError(f"{len(matches)} resources are named {name!r}")
         return matches[0]
 
-    def component_of(self, resource: PlannedResource) -> Optional[PlannedResource]:
+    def component_of(self, resource: PlannedResource) -> PlannedResource | None:
         """The top-level component (child of the stack) that ``resource`` belongs to."""
         urns = self.by_urn()
-        current: Optional[PlannedResource] = resource
+        current: PlannedResource | None = resource
         while current is not None and current.parent is not None and current.parent in urns:
             current = urns[current.parent]
         return current if current is not None and not current.custom else None
@@ -140,10 +141,10 @@ def wire_to_plain(value: Any) -> Any:
 class _PlanMocks(mocks.Mocks):
     """Preview semantics: a new resource's outputs are its inputs; ids are unknown."""
 
-    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[Optional[str], dict]:
+    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict]:
         return "", args.inputs
 
-    def call(self, args: mocks.MockCallArgs) -> tuple[dict, Optional[list[tuple[str, str]]]]:
+    def call(self, args: mocks.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
         # A real preview runs invokes against the account. Offline there is none, and
         # invoke results cannot be unknown, so they are fixed placeholders (an account
         # id AWS never issues). Anything else must be added deliberately.
@@ -162,7 +163,7 @@ class _PlanMonitor(mocks.MockMonitor):
     def __init__(self) -> None:
         super().__init__(_PlanMocks())
         self.planned: list[PlannedResource] = []
-        self.stack_urn: Optional[str] = None
+        self.stack_urn: str | None = None
         self.stack_outputs: dict[str, Any] = {}
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:

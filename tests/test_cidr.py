@@ -50,20 +50,34 @@ vpc_cidrs = st.builds(
     st.integers(min_value=0x0A0000, max_value=0x0AFFFF),
     st.integers(min_value=16, max_value=24),
 )
-az_lists = st.lists(st.sampled_from(list("abcdefgh")), min_size=1, max_size=8, unique=True)
-tier_maps = st.dictionaries(
-    st.sampled_from(["private", "public", "intra", "data"]), st.integers(min_value=16, max_value=28), min_size=1
-)
-slots = st.integers(min_value=1, max_value=8)
+TIER_NAMES = ["private", "public", "intra", "data"]
 
 
-@given(vpc_cidrs, az_lists, tier_maps, slots)
-def test_subnets_are_disjoint_inside_the_vpc_and_sized_as_asked(vpc, azs, tiers, az_slots):
-    assume(len(azs) <= az_slots)
+@st.composite
+def layouts(draw, likely_to_fit: bool):
+    """(vpc, azs, tiers, az_slots). likely_to_fit keeps tier blocks inside the VPC."""
+    vpc = draw(vpc_cidrs)
+    az_slots = draw(st.integers(min_value=1, max_value=8))
+    azs = draw(st.lists(st.sampled_from(list("abcdefgh")), min_size=1, max_size=az_slots, unique=True))
+    bits = max(0, (az_slots - 1).bit_length())
+    smallest = min(28, vpc.prefixlen + bits + (2 if likely_to_fit else 0)) if likely_to_fit else 16
+    names = draw(st.lists(st.sampled_from(TIER_NAMES), min_size=1, max_size=4, unique=True))
+    tiers = {name: draw(st.integers(min_value=smallest, max_value=28)) for name in names}
+    return vpc, azs, tiers, az_slots
+
+
+def _allocate_or_none(vpc, azs, tiers, az_slots):
     try:
-        plans = allocate_subnets(vpc, azs, tiers, az_slots)
+        return allocate_subnets(vpc, azs, tiers, az_slots)
     except CidrAllocationError:
-        return
+        return None
+
+
+@given(layouts(likely_to_fit=True))
+def test_subnets_are_disjoint_inside_the_vpc_and_sized_as_asked(layout):
+    vpc, azs, tiers, az_slots = layout
+    plans = _allocate_or_none(vpc, azs, tiers, az_slots)
+    assume(plans is not None)
     assert len(plans) == len(azs) * len(tiers)
     assert {(p.tier, p.az) for p in plans} == {(t, a) for t in tiers for a in azs}
     for plan in plans:
@@ -74,38 +88,31 @@ def test_subnets_are_disjoint_inside_the_vpc_and_sized_as_asked(vpc, azs, tiers,
         assert not first.overlaps(second), (first, second)
 
 
-@given(vpc_cidrs, az_lists, tier_maps, slots)
-def test_allocation_succeeds_exactly_when_the_tier_blocks_fit(vpc, azs, tiers, az_slots):
-    assume(len(azs) <= az_slots)
+@given(layouts(likely_to_fit=False))
+def test_allocation_succeeds_exactly_when_the_tier_blocks_fit(layout):
+    vpc, azs, tiers, az_slots = layout
     slot_count = 1 << max(0, (az_slots - 1).bit_length())
     blocks_fit = all(prefix - (slot_count.bit_length() - 1) >= vpc.prefixlen for prefix in tiers.values())
     total = sum(slot_count * 2 ** (32 - prefix) for prefix in tiers.values())
     fits = blocks_fit and total <= vpc.num_addresses
-    try:
-        allocate_subnets(vpc, azs, tiers, az_slots)
-        assert fits
-    except CidrAllocationError:
-        assert not fits
+    assert (_allocate_or_none(vpc, azs, tiers, az_slots) is not None) == fits
 
 
-@given(vpc_cidrs, az_lists, tier_maps, slots)
-def test_allocation_is_deterministic(vpc, azs, tiers, az_slots):
-    assume(len(azs) <= az_slots)
-    try:
-        first = allocate_subnets(vpc, azs, tiers, az_slots)
-    except CidrAllocationError:
-        return
+@given(layouts(likely_to_fit=True))
+def test_allocation_is_deterministic(layout):
+    vpc, azs, tiers, az_slots = layout
+    first = _allocate_or_none(vpc, azs, tiers, az_slots)
+    assume(first is not None)
     assert allocate_subnets(str(vpc), list(azs), dict(tiers), az_slots) == first
 
 
-@given(vpc_cidrs, az_lists, tier_maps, slots)
-def test_appending_an_az_never_moves_an_existing_subnet(vpc, azs, tiers, az_slots):
+@given(layouts(likely_to_fit=True))
+def test_appending_an_az_never_moves_an_existing_subnet(layout):
+    vpc, azs, tiers, az_slots = layout
     """Moving a subnet replaces it (and its nodes); growth must not do that."""
     assume(2 <= len(azs) <= az_slots)
-    try:
-        grown = allocate_subnets(vpc, azs, tiers, az_slots)
-    except CidrAllocationError:
-        return
+    grown = _allocate_or_none(vpc, azs, tiers, az_slots)
+    assume(grown is not None)
     before = allocate_subnets(vpc, azs[:-1], tiers, az_slots)
     grown_by_key = {(p.tier, p.az): p.cidr for p in grown}
     for plan in before:

@@ -11,12 +11,12 @@ from .conftest import ROOT, STACKS
 
 
 def _field_paths(model, prefix):
-    from platformctl.reference import _nested_model
+    from components.config import nested_model
 
     for name, field in model.model_fields.items():
         path = f"{prefix}.{field.alias or name}"
         yield path
-        nested = _nested_model(field.annotation)
+        nested = nested_model(field.annotation)
         if nested is not None:
             yield from _field_paths(nested, path)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import pulumi
 import pulumi_aws as aws
@@ -41,7 +41,7 @@ class Network(PlatformComponent):
         args: NetworkArgs,
         tags: TagContext,
         provider: aws.Provider,
-        opts: Optional[pulumi.ResourceOptions] = None,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         # Validate (and lay out every subnet) before declaring anything.
         config = args.config
