@@ -8,8 +8,10 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import load_platform_config
+from components.eks import EksCluster, EksClusterArgs
+from components.gpu import CapacityPool, CapacityPoolArgs
 from components.network import Network, NetworkArgs
-from components.tagging import TagContext
+from components.tagging import TagContext, resource_name
 
 # Validated before any resource is declared: a bad stack file stops here.
 config = load_platform_config()
@@ -34,7 +36,41 @@ network = Network(
     tags=tags,
     provider=aws_provider,
 )
+cluster = EksCluster(
+    "eks",
+    EksClusterArgs(
+        config=config.eks,
+        cluster_name=resource_name(tags.project, config.environment, "eks"),
+        region=config.aws.region,
+        private_subnet_ids=network.private_subnet_ids,
+    ),
+    tags=tags,
+    provider=aws_provider,
+)
+gpu = CapacityPool(
+    "gpu",
+    CapacityPoolArgs(
+        config=config.gpu,
+        region=config.aws.region,
+        kubernetes_version=config.eks.version,
+        reserved_az=config.reserved_gpu_az,
+        private_subnet_ids_by_az=network.subnet_ids_by_az["private"],
+        cluster_name=cluster.cluster_name,
+        cluster_endpoint=cluster.endpoint,
+        cluster_certificate_authority=cluster.certificate_authority,
+        cluster_service_cidr=cluster.service_cidr,
+        cluster_security_group_id=cluster.cluster_security_group_id,
+        oidc_provider_arn=cluster.oidc_provider_arn,
+        oidc_issuer=cluster.oidc_issuer,
+        k8s_provider=cluster.k8s_provider,
+    ),
+    tags=tags,
+    provider=aws_provider,
+)
 
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("publicSubnetIds", network.public_subnet_ids)
+pulumi.export("clusterName", cluster.cluster_name)
+pulumi.export("gpuEventsTopicArn", gpu.events_topic_arn)
+pulumi.export("gpuScheduling", gpu.scheduling)

@@ -18,10 +18,11 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import pulumi
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -43,6 +44,13 @@ CLOUDWATCH_RETENTION_DAYS = (
 # AWS tag keys and values: letters, digits, spaces and _ . : / = + - @ (see the
 # EC2 / Resource Groups Tagging API docs); keys up to 128, values up to 256 chars.
 _TAG_TEXT = re.compile(r"^[\w .:/=+\-@]*$")
+
+
+def cloudwatch_retention(value: int) -> int:
+    if value not in CLOUDWATCH_RETENTION_DAYS:
+        allowed = ", ".join(map(str, CLOUDWATCH_RETENTION_DAYS))
+        raise ValueError(f"CloudWatch Logs accepts only these retention periods: {allowed}")
+    return value
 
 
 class SecretMarker:
@@ -152,13 +160,7 @@ class FlowLogConfig(ConfigModel):
         default=600, description="Seconds over which a flow record aggregates packets (60 or 600)."
     )
 
-    @field_validator("retention_days")
-    @classmethod
-    def _retention_allowed(cls, value: int) -> int:
-        if value not in CLOUDWATCH_RETENTION_DAYS:
-            allowed = ", ".join(map(str, CLOUDWATCH_RETENTION_DAYS))
-            raise ValueError(f"CloudWatch Logs accepts only these retention periods: {allowed}")
-        return value
+    _retention_allowed = field_validator("retention_days")(lambda value: cloudwatch_retention(value))
 
 
 class NetworkConfig(ConfigModel):
@@ -254,6 +256,208 @@ class NetworkConfig(ConfigModel):
         return value
 
 
+# NVIDIA GPU families on x86_64 (the accelerated AL2023 AMI is x86_64/nvidia). Not
+# here on purpose: g4ad (AMD GPU), g5g (Graviton/arm64), inf*/trn* (not GPUs).
+GPU_INSTANCE_FAMILIES = frozenset(
+    {"g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200"}
+)
+EKS_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
+
+
+def _gpu_instance_type(value: str) -> str:
+    family, dot, size = value.partition(".")
+    if not dot or not size or family not in GPU_INSTANCE_FAMILIES:
+        raise ValueError(
+            f"{value} is not an NVIDIA GPU instance type; GPU pools take only the families "
+            + ", ".join(sorted(GPU_INSTANCE_FAMILIES))
+        )
+    return value
+
+
+GpuInstanceType = Annotated[str, AfterValidator(_gpu_instance_type)]
+
+
+def _pinned_image(value: str) -> str:
+    name = value.rsplit("/", 1)[-1]
+    if "@sha256:" not in value and (":" not in name or name.endswith(":latest")):
+        raise ValueError("must pin a version tag or digest (not :latest)")
+    return value
+
+
+PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
+
+
+def _check_sizes(min_size: int, desired_size: int, max_size: int) -> None:
+    if min_size <= desired_size <= max_size:
+        return
+    rule = f"needs minSize <= desiredSize <= maxSize (got {min_size} <= {desired_size} <= {max_size})"
+    if min_size > max_size:
+        raise _CrossFieldErrors([(("minSize",), min_size, rule)])
+    raise _CrossFieldErrors([(("desiredSize",), desired_size, rule)])
+
+
+class NodeGroupSizeMixin(ConfigModel):
+    min_size: int = Field(default=0, ge=0, le=1000, description="Fewest nodes the group scales to.")
+    desired_size: int = Field(default=0, ge=0, le=1000, description="Nodes the group starts with.")
+    max_size: int = Field(default=1, ge=1, le=1000, description="Most nodes the group scales to.")
+
+    @model_validator(mode="after")
+    def _ordered_sizes(self) -> "NodeGroupSizeMixin":
+        _check_sizes(self.min_size, self.desired_size, self.max_size)
+        return self
+
+
+class SystemNodesConfig(NodeGroupSizeMixin):
+    """On-demand CPU nodes for cluster services (CoreDNS, controllers, device-plugin control)."""
+
+    instance_types: list[str] = Field(
+        default_factory=lambda: ["m7i.large"], min_length=1, description="Instance types of the system node group."
+    )
+    min_size: int = Field(default=2, ge=1, le=100, description="Fewest system nodes.")
+    desired_size: int = Field(default=2, ge=1, le=100, description="System nodes at creation.")
+    max_size: int = Field(default=4, ge=1, le=100, description="Most system nodes.")
+    disk_size_gib: int = Field(default=50, ge=20, le=1000, description="Root volume size (GiB).")
+
+
+class EksConfig(ConfigModel):
+    """The EKS control plane and its system node group."""
+
+    version: str = Field(
+        default="1.33",
+        description="Kubernetes version of the control plane and nodes (EKS `1.x`, at least 1.29).",
+    )
+    endpoint_public_access: bool = Field(
+        default=False,
+        description="Expose the API endpoint publicly (limited to publicAccessCidrs). False: private only.",
+    )
+    public_access_cidrs: list[ipaddress.IPv4Network] = Field(
+        default_factory=list,
+        description="Networks allowed to reach a public API endpoint; required when endpointPublicAccess is true.",
+    )
+    log_types: list[Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]] = Field(
+        default_factory=lambda: list(EKS_LOG_TYPES), min_length=1, description="Control-plane logs sent to CloudWatch."
+    )
+    log_retention_days: int = Field(default=90, description="Days CloudWatch keeps control-plane logs.")
+    admin_role_arns: list[Annotated[str, Field(pattern=r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$")]] = Field(
+        default_factory=list,
+        description="IAM roles given cluster-admin through EKS access entries (AmazonEKSClusterAdminPolicy).",
+    )
+    addons: dict[str, Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+-eksbuild\.\d+$")]] = Field(
+        default_factory=lambda: {
+            "vpc-cni": "v1.19.5-eksbuild.1",
+            "coredns": "v1.12.1-eksbuild.2",
+            "kube-proxy": "v1.33.0-eksbuild.2",
+            "eks-pod-identity-agent": "v1.3.7-eksbuild.2",
+        },
+        description=(
+            "Core add-ons and their pinned versions (must suit the cluster version: "
+            "`aws eks describe-addon-versions --kubernetes-version <v>`)."
+        ),
+    )
+    system_nodes: SystemNodesConfig = Field(
+        default_factory=SystemNodesConfig, description="The on-demand CPU system node group."
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _supported_version(cls, value: str) -> str:
+        match = re.fullmatch(r"1\.(\d{2})", value)
+        if not match or int(match.group(1)) < 29:
+            raise ValueError("must be an EKS Kubernetes version written 1.NN, at least 1.29")
+        return value
+
+    _retention_allowed = field_validator("log_retention_days")(lambda value: cloudwatch_retention(value))
+
+    @model_validator(mode="after")
+    def _public_endpoint_needs_cidrs(self) -> "EksConfig":
+        if self.endpoint_public_access and not self.public_access_cidrs:
+            raise _CrossFieldErrors(
+                [(("publicAccessCidrs",), [], "must name the networks allowed in when endpointPublicAccess is true")]
+            )
+        for index, cidr in enumerate(self.public_access_cidrs):
+            if cidr.prefixlen == 0:
+                raise _CrossFieldErrors(
+                    [(("publicAccessCidrs", index), str(cidr), "opens the API to the internet: name the networks")]
+                )
+        return self
+
+
+class ReservedGpuConfig(ConfigModel):
+    """The reserved GPU base: an On-Demand Capacity Reservation and the nodes that fill it."""
+
+    count: int = Field(
+        default=0, ge=0, le=256, description="Reserved GPU instances (the serving floor). 0: no reservation."
+    )
+    instance_type: GpuInstanceType = Field(default="g6.xlarge", description="Instance type reserved.")
+    availability_zone: Optional[str] = Field(
+        default=None,
+        description="AZ of the reservation (one of network.availabilityZones). Default: the first network AZ.",
+    )
+    max_size: Optional[int] = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Most nodes of the reserved group; at least count. Default: count. Nodes beyond the "
+            "reservation cannot launch (the launch template targets it), so extra room only helps "
+            "if the reservation grows."
+        ),
+    )
+    end_date: Optional[str] = Field(
+        default=None,
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
+        description="When the reservation ends (RFC 3339, UTC). Default: unlimited, until cancelled.",
+    )
+    root_volume_gib: int = Field(default=200, ge=50, le=16384, description="Encrypted gp3 root volume (GiB).")
+
+    @model_validator(mode="after")
+    def _count_within_max(self) -> "ReservedGpuConfig":
+        if self.max_size is not None and self.count > self.max_size:
+            raise _CrossFieldErrors([(("count",), self.count, f"must be <= maxSize ({self.max_size})")])
+        return self
+
+    @property
+    def group_max_size(self) -> int:
+        return self.count if self.max_size is None else self.max_size
+
+
+class SpotGpuConfig(NodeGroupSizeMixin):
+    """The spot GPU pool: burst capacity across several GPU types."""
+
+    instance_types: list[GpuInstanceType] = Field(
+        default_factory=lambda: ["g6.xlarge", "g5.xlarge", "g6e.xlarge", "g4dn.xlarge"],
+        min_length=3,
+        description=(
+            "GPU instance types the pool may use, at least 3 so one type's shortage does not stop "
+            "scaling; first is preferred when prices tie."
+        ),
+    )
+    max_size: int = Field(default=4, ge=0, le=1000, description="Most spot GPU nodes.")
+    root_volume_gib: int = Field(default=200, ge=50, le=16384, description="Encrypted gp3 root volume (GiB).")
+
+    @field_validator("instance_types")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists an instance type more than once")
+        return value
+
+
+class GpuConfig(ConfigModel):
+    """GPU capacity: the reserved base, the spot pool and what runs on every GPU node."""
+
+    reserved: ReservedGpuConfig = Field(default_factory=ReservedGpuConfig, description="Reserved GPU base.")
+    spot: SpotGpuConfig = Field(default_factory=SpotGpuConfig, description="Spot GPU pool.")
+    device_plugin_image: PinnedImage = Field(
+        default="nvcr.io/nvidia/k8s-device-plugin:v0.17.2",
+        description="NVIDIA device plugin image, pinned by tag or digest.",
+    )
+    node_termination_handler_chart: str = Field(
+        default="0.27.2",
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="Version of the aws-node-termination-handler Helm chart (eks-charts), queue mode.",
+    )
+
+
 class PlatformConfig(ConfigModel):
     """The ``platform:`` namespace. Each field is one top-level config key."""
 
@@ -275,6 +479,8 @@ class PlatformConfig(ConfigModel):
     network: NetworkConfig = Field(
         default_factory=NetworkConfig, description="VPC baseline: CIDR layout, AZs, NAT, VPC endpoints, flow logs."
     )
+    eks: EksConfig = Field(default_factory=EksConfig, description="EKS cluster: version, endpoint, logs, add-ons, system nodes.")
+    gpu: GpuConfig = Field(default_factory=GpuConfig, description="GPU capacity: reserved base, spot pool, device plugin.")
 
     @field_validator("environment")
     @classmethod
@@ -322,6 +528,12 @@ class PlatformConfig(ConfigModel):
                                  network.subnet_prefix_lengths(), network.az_slots)  # fmt: skip
             except CidrAllocationError as exc:
                 problems.append((("network", "vpcCidr"), str(network.vpc_cidr), str(exc)))
+        reserved = self.gpu.reserved
+        if reserved.availability_zone is not None and reserved.availability_zone not in network.availability_zones:
+            problems.append(
+                (("gpu", "reserved", "availabilityZone"), reserved.availability_zone,
+                 f"must be one of platform:network.availabilityZones ({', '.join(network.availability_zones)})")
+            )  # fmt: skip
         if self.ha and network.nat_gateways == "single":
             problems.append(
                 (("network", "natGateways"), "single",
@@ -331,6 +543,10 @@ class PlatformConfig(ConfigModel):
         if problems:
             raise _CrossFieldErrors(problems)
         return self
+
+    @property
+    def reserved_gpu_az(self) -> str:
+        return self.gpu.reserved.availability_zone or self.network.availability_zones[0]
 
     @property
     def nat_gateway_mode(self) -> Literal["single", "perAz"]:
@@ -449,8 +665,9 @@ def _format_validation_error(
             continue
         ctx_error = (item.get("ctx") or {}).get("error")
         if isinstance(ctx_error, _CrossFieldErrors):
+            # Paths are relative to the model that raised (the root for PlatformConfig).
             for sub_loc, value, message in ctx_error.problems:
-                problems.append(f"{_key_path(sub_loc)} = {_show(value)}: {message}")
+                problems.append(f"{_key_path(loc + tuple(sub_loc))} = {_show(value, secret)}: {message}")
             continue
         message = item["msg"]
         message = message.removeprefix("Value error, ")

@@ -30,6 +30,7 @@ from platformctl.project import Project, read_stack_config
 UNKNOWN = "[unknown]"  # computed at deploy time (pulumi preview shows these as output<T>)
 SECRET = "[secret]"
 PLACEHOLDER_ACCOUNT_ID = "000000000000"  # what getCallerIdentity answers offline
+PLACEHOLDER_SSM_VALUE = "offline-plan-ssm-placeholder"  # what getParameter answers offline
 
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 _RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
@@ -52,6 +53,7 @@ class PlannedResource:
     custom: bool
     inputs: dict[str, Any]
     dependencies: dict[str, list[str]]
+    depends_on: list[str] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -68,6 +70,7 @@ class PlannedResource:
             "custom": self.custom,
             "inputs": self.inputs,
             "dependencies": self.dependencies,
+            "dependsOn": self.depends_on,
             **({"outputs": self.outputs} if self.outputs else {}),
         }
 
@@ -151,6 +154,11 @@ class _PlanMocks(mocks.Mocks):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             arn = f"arn:aws:iam::{PLACEHOLDER_ACCOUNT_ID}:user/offline-plan"
             return {"accountId": PLACEHOLDER_ACCOUNT_ID, "arn": arn, "userId": "OFFLINEPLAN", "id": PLACEHOLDER_ACCOUNT_ID}, []
+        if args.token == "aws:ssm/getParameter:getParameter":
+            name = args.args.get("name", "")
+            return {"name": name, "value": PLACEHOLDER_SSM_VALUE, "insecureValue": PLACEHOLDER_SSM_VALUE,
+                    "type": "String", "arn": f"arn:aws:ssm:::parameter{name}", "id": name, "version": 1,
+                    "withDecryption": False}, []  # fmt: skip
         raise PlanError(
             f"the offline plan has no answer for the invoke {args.token!r}; declare inputs from "
             "config instead, or teach platformctl/offline.py what a preview would see"
@@ -192,6 +200,8 @@ class _PlanMonitor(mocks.MockMonitor):
                 dependencies={
                     key: sorted(deps.urns) for key, deps in request.propertyDependencies.items() if deps.urns
                 },
+                # Everything the engine waits for: input dependencies and explicit depends_on.
+                depends_on=sorted(set(request.dependencies)),
             )
         )
         return super().RegisterResource(request)

@@ -29,8 +29,9 @@ def test_text_plan_groups_by_component_and_summarises(plans, monkeypatch):
     result = invoke("plan", "--stack", "prod")
     assert result.exit_code == 0, result.output
     custom = [r for r in plans["prod"].resources if r.custom and not r.is_provider]
-    assert f"Plan: stack prod: {len(custom)} resources, 1 explicit provider, 1 component" in result.stdout
-    assert "network  platform:network:Network" in result.stdout
+    assert f"Plan: stack prod: {len(custom)} resources, 2 explicit providers, 3 components" in result.stdout
+    for component in ("network  platform:network:Network", "eks  platform:eks:Cluster", "gpu  platform:gpu:CapacityPool"):
+        assert component in result.stdout
     assert "aws:ec2/natGateway:NatGateway" in result.stdout
     assert "not a diff against deployed state" in result.stdout
 

@@ -1,0 +1,86 @@
+"""The GPU scheduling contract: node labels, taints and how serving pods use them.
+
+The deployment component (a later issue) builds pod specs from these functions, so the
+labels the node groups set and the labels the pods select cannot drift apart.
+
+The rule: a model's serving replicas up to the reserved node count prefer reserved
+nodes; the rest prefer spot; every GPU pod tolerates the GPU taint. Preferences, not
+requirements: if all spot capacity is taken away, burst replicas may still land on
+free reserved capacity, and serving continues at the reserved floor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+CAPACITY_TYPE_LABEL = "capacity-type"
+GPU_NODE_LABEL = "platform/gpu"
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
+GPU_RESOURCE = "nvidia.com/gpu"
+
+Market = Literal["reserved", "spot"]
+
+
+def node_labels(market: Market) -> dict[str, str]:
+    return {CAPACITY_TYPE_LABEL: market, GPU_NODE_LABEL: "true"}
+
+
+def gpu_toleration() -> dict[str, str]:
+    return {"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}
+
+
+def pod_scheduling(tier: Market) -> dict[str, Any]:
+    """Pod-spec fragment (affinity + tolerations) for the replicas of one tier.
+
+    ``reserved`` tier: the first N replicas (N = reserved nodes), preferring reserved
+    nodes. ``spot`` tier: the burst replicas, preferring spot nodes. Both require a GPU
+    node and tolerate the GPU taint.
+    """
+    preferred = tier
+    return {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": GPU_NODE_LABEL, "operator": "In", "values": ["true"]}]}
+                    ]
+                },
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "preference": {
+                            "matchExpressions": [
+                                {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": [preferred]}
+                            ]
+                        },
+                    }
+                ],
+            }
+        },
+        "tolerations": [gpu_toleration()],
+    }
+
+
+def split_replicas(total: int, reserved_nodes: int, gpus_per_replica: int = 1, gpus_per_node: int = 1) -> dict[str, int]:
+    """How many of ``total`` replicas go to each tier: the reserved tier is capped by what
+    the reserved nodes can hold."""
+    if total < 0 or reserved_nodes < 0 or gpus_per_replica < 1 or gpus_per_node < 1:
+        raise ValueError("replica and node counts must be non-negative, GPU counts positive")
+    reserved_slots = reserved_nodes * (gpus_per_node // gpus_per_replica)
+    reserved = min(total, reserved_slots)
+    return {"reserved": reserved, "spot": total - reserved}
+
+
+def contract(reserved_nodes: int) -> dict[str, Any]:
+    """What the stack exports as ``gpuScheduling`` for the deployment work."""
+    return {
+        "labels": {"reserved": node_labels("reserved"), "spot": node_labels("spot")},
+        "taints": [GPU_TAINT],
+        "resource": GPU_RESOURCE,
+        "reservedNodes": reserved_nodes,
+        "rule": (
+            "replicas up to the reserved node count prefer capacity-type=reserved; the rest prefer "
+            "capacity-type=spot; every GPU pod tolerates nvidia.com/gpu=true:NoSchedule"
+        ),
+        "podScheduling": {"reserved": pod_scheduling("reserved"), "spot": pod_scheduling("spot")},
+    }
