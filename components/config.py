@@ -18,7 +18,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pulumi
 from pydantic import (
@@ -302,7 +302,7 @@ class NodeGroupSizeMixin(ConfigModel):
     max_size: int = Field(default=1, ge=1, le=1000, description="Most nodes the group scales to.")
 
     @model_validator(mode="after")
-    def _ordered_sizes(self) -> "NodeGroupSizeMixin":
+    def _ordered_sizes(self) -> NodeGroupSizeMixin:
         _check_sizes(self.min_size, self.desired_size, self.max_size)
         return self
 
@@ -369,7 +369,7 @@ class EksConfig(ConfigModel):
     _retention_allowed = field_validator("log_retention_days")(lambda value: cloudwatch_retention(value))
 
     @model_validator(mode="after")
-    def _public_endpoint_needs_cidrs(self) -> "EksConfig":
+    def _public_endpoint_needs_cidrs(self) -> EksConfig:
         if self.endpoint_public_access and not self.public_access_cidrs:
             raise _CrossFieldErrors(
                 [(("publicAccessCidrs",), [], "must name the networks allowed in when endpointPublicAccess is true")]
@@ -389,11 +389,11 @@ class ReservedGpuConfig(ConfigModel):
         default=0, ge=0, le=256, description="Reserved GPU instances (the serving floor). 0: no reservation."
     )
     instance_type: GpuInstanceType = Field(default="g6.xlarge", description="Instance type reserved.")
-    availability_zone: Optional[str] = Field(
+    availability_zone: str | None = Field(
         default=None,
         description="AZ of the reservation (one of network.availabilityZones). Default: the first network AZ.",
     )
-    max_size: Optional[int] = Field(
+    max_size: int | None = Field(
         default=None,
         ge=0,
         description=(
@@ -402,7 +402,7 @@ class ReservedGpuConfig(ConfigModel):
             "if the reservation grows."
         ),
     )
-    end_date: Optional[str] = Field(
+    end_date: str | None = Field(
         default=None,
         pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
         description="When the reservation ends (RFC 3339, UTC). Default: unlimited, until cancelled.",
@@ -410,7 +410,7 @@ class ReservedGpuConfig(ConfigModel):
     root_volume_gib: int = Field(default=200, ge=50, le=16384, description="Encrypted gp3 root volume (GiB).")
 
     @model_validator(mode="after")
-    def _count_within_max(self) -> "ReservedGpuConfig":
+    def _count_within_max(self) -> ReservedGpuConfig:
         if self.max_size is not None and self.count > self.max_size:
             raise _CrossFieldErrors([(("count",), self.count, f"must be <= maxSize ({self.max_size})")])
         return self

@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from components.config import (
+    GPU_INSTANCE_FAMILIES,
     ConfigError,
     ConfigModel,
     PlatformConfig,
@@ -217,3 +220,116 @@ def test_config_errors_print_without_a_traceback_under_pulumi():
 
     # The Python language host logs a RunError's message alone; other exceptions get a traceback.
     assert issubclass(ConfigError, pulumi.RunError)
+
+
+# ------------------------------------------------------------------- EKS and GPU rules
+
+
+def gpu(**sections: Any) -> dict[str, Any]:
+    return {"platform:gpu": sections}
+
+
+def test_non_gpu_instance_types_are_refused_by_key_path():
+    found = problems(gpu(spot={"instanceTypes": ["g6.xlarge", "m7i.large", "g5.xlarge"]}))
+    assert found == [
+        'platform:gpu.spot.instanceTypes[1] = "m7i.large": m7i.large is not an NVIDIA GPU instance type; '
+        "GPU pools take only the families " + ", ".join(sorted(GPU_INSTANCE_FAMILIES))
+    ]
+    [problem] = problems(gpu(reserved={"count": 1, "instanceType": "g5g.xlarge"}))
+    assert problem.startswith('platform:gpu.reserved.instanceType = "g5g.xlarge": g5g.xlarge is not an NVIDIA GPU')
+
+
+def test_spot_pool_needs_three_gpu_types():
+    [problem] = problems(gpu(spot={"instanceTypes": ["g6.xlarge", "g5.xlarge"]}))
+    assert problem.startswith("platform:gpu.spot.instanceTypes = ")
+    assert "at least 3 items" in problem
+
+
+def test_reserved_count_may_not_exceed_the_group_max():
+    [problem] = problems(gpu(reserved={"count": 3, "maxSize": 2}))
+    assert problem == "platform:gpu.reserved.count = 3: must be <= maxSize (2)"
+
+
+def test_sizes_must_be_ordered():
+    [problem] = problems(gpu(spot={"minSize": 2, "desiredSize": 1, "maxSize": 4}))
+    assert problem == "platform:gpu.spot.desiredSize = 1: needs minSize <= desiredSize <= maxSize (got 2 <= 1 <= 4)"
+    [problem] = problems({"platform:eks": {"systemNodes": {"minSize": 5, "desiredSize": 5, "maxSize": 4}}})
+    assert problem.startswith("platform:eks.systemNodes.minSize = 5: needs minSize <= desiredSize <= maxSize")
+
+
+def test_reservation_az_must_be_a_network_az():
+    [problem] = problems(gpu(reserved={"count": 1, "availabilityZone": "us-east-1d"}))
+    assert problem == (
+        'platform:gpu.reserved.availabilityZone = "us-east-1d": must be one of platform:network.availabilityZones '
+        "(us-east-1a, us-east-1b, us-east-1c)"
+    )
+
+
+def test_reservation_az_defaults_to_the_first_network_az():
+    assert parse(gpu(reserved={"count": 1})).reserved_gpu_az == "us-east-1a"
+
+
+def test_device_plugin_image_must_be_pinned():
+    for image in ("nvcr.io/nvidia/k8s-device-plugin", "nvcr.io/nvidia/k8s-device-plugin:latest"):
+        [problem] = problems(gpu(devicePluginImage=image))
+        assert problem == f'platform:gpu.devicePluginImage = "{image}": must pin a version tag or digest (not :latest)'
+    assert parse(gpu(devicePluginImage="registry:5000/nvidia/plugin@sha256:" + "a" * 64))
+
+
+def test_eks_version_and_public_endpoint_rules():
+    [problem] = problems({"platform:eks": {"version": "1.27"}})
+    assert problem == 'platform:eks.version = "1.27": must be an EKS Kubernetes version written 1.NN, at least 1.29'
+    [problem] = problems({"platform:eks": {"endpointPublicAccess": True}})
+    assert problem.startswith("platform:eks.publicAccessCidrs = []: must name the networks")
+    [problem] = problems({"platform:eks": {"endpointPublicAccess": True, "publicAccessCidrs": ["0.0.0.0/0"]}})
+    assert problem.startswith('platform:eks.publicAccessCidrs[0] = "0.0.0.0/0": opens the API to the internet')
+
+
+def test_addon_versions_must_be_pinned_builds():
+    [problem] = problems({"platform:eks": {"addons": {"coredns": "latest"}}})
+    assert problem.startswith('platform:eks.addons.coredns = "latest": String should match pattern')
+
+
+sizes = st.integers(min_value=0, max_value=20)
+
+
+@given(sizes, sizes, sizes)
+def test_group_sizes_are_accepted_exactly_when_ordered(min_size, desired, max_size):
+    section = gpu(spot={"minSize": min_size, "desiredSize": desired, "maxSize": max_size})
+    try:
+        config = parse(section)
+    except ConfigError as error:
+        assert not min_size <= desired <= max_size
+        assert all(p.startswith("platform:gpu.spot.") for p in error.problems)
+    else:
+        assert min_size <= desired <= max_size
+        assert config.gpu.spot.max_size == max_size
+
+
+families = st.sampled_from(sorted(GPU_INSTANCE_FAMILIES | {"m7i", "c6i", "g5g", "g4ad", "inf2", "trn1", "t3"}))
+
+
+@given(families, st.sampled_from(["xlarge", "2xlarge", "12xlarge", "48xlarge"]))
+def test_reserved_type_is_accepted_exactly_for_nvidia_gpu_families(family, size):
+    instance_type = f"{family}.{size}"
+    try:
+        config = parse(gpu(reserved={"count": 1, "instanceType": instance_type}))
+    except ConfigError as error:
+        assert family not in GPU_INSTANCE_FAMILIES
+        assert error.problems[0].startswith("platform:gpu.reserved.instanceType")
+    else:
+        assert family in GPU_INSTANCE_FAMILIES
+        assert config.gpu.reserved.instance_type == instance_type
+
+
+@given(st.integers(min_value=0, max_value=10), st.one_of(st.none(), st.integers(min_value=0, max_value=10)))
+def test_reserved_count_fits_its_group(count, max_size):
+    reserved: dict[str, Any] = {"count": count}
+    if max_size is not None:
+        reserved["maxSize"] = max_size
+    try:
+        config = parse(gpu(reserved=reserved))
+    except ConfigError:
+        assert max_size is not None and count > max_size
+    else:
+        assert config.gpu.reserved.count <= config.gpu.reserved.group_max_size
