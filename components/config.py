@@ -17,6 +17,7 @@ import difflib
 import ipaddress
 import json
 import re
+from types import UnionType
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -704,7 +705,7 @@ def _is_structured(field: Any) -> bool:
     origin = get_origin(annotation)
     if origin in (list, dict) or nested_model(annotation) is not None:
         return True
-    if origin is Union:
+    if origin in (Union, UnionType):
         return any(get_origin(a) in (list, dict) for a in get_args(annotation))
     return False
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from types import NoneType
+from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
@@ -33,7 +33,7 @@ def type_name(annotation: Any) -> str:
         return f"{name} (secret)" if any(isinstance(m, SecretMarker) for m in metadata) else name
     if origin is Literal:
         return "one of " + ", ".join(f"`{json.dumps(v)}`" for v in get_args(annotation))
-    if origin is Union:
+    if origin in (Union, UnionType):
         args = [a for a in get_args(annotation) if a is not NoneType]
         names = " or ".join(type_name(a) for a in args)
         return names + (" or null" if len(args) < len(get_args(annotation)) else "")
