@@ -327,7 +327,8 @@ class CapacityPool(PlatformComponent):
             tags=self.tags("interruptions"),
             opts=self.child_opts(),
         )
-        queue_rules, topic_rules = [], []
+        queue_rules: list[pulumi.Output[str]] = []
+        topic_rules: list[pulumi.Output[str]] = []
         for rule in events.RULES:
             event_rule = aws.cloudwatch.EventRule(
                 self.child_name(rule.name),
@@ -336,18 +337,13 @@ class CapacityPool(PlatformComponent):
                 tags=self.tags(rule.name),
                 opts=self.child_opts(),
             )
-            if rule.to_queue:
-                aws.cloudwatch.EventTarget(
-                    self.child_name(f"{rule.name}-queue"), rule=event_rule.name, arn=queue.arn,
-                    opts=self.child_opts(),
-                )  # fmt: skip
-                queue_rules.append(event_rule.arn)
-            if rule.to_topic:
-                aws.cloudwatch.EventTarget(
-                    self.child_name(f"{rule.name}-topic"), rule=event_rule.name, arn=topic.arn,
-                    opts=self.child_opts(),
-                )  # fmt: skip
-                topic_rules.append(event_rule.arn)
+            destinations = (("queue", rule.to_queue, queue.arn, queue_rules), ("topic", rule.to_topic, topic.arn, topic_rules))
+            for suffix, wanted, arn, senders in destinations:
+                if wanted:
+                    aws.cloudwatch.EventTarget(
+                        self.child_name(f"{rule.name}-{suffix}"), rule=event_rule.name, arn=arn, opts=self.child_opts()
+                    )
+                    senders.append(event_rule.arn)
         aws.sqs.QueuePolicy(
             self.child_name("interruptions"),
             queue_url=queue.url,

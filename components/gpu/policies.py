@@ -35,17 +35,22 @@ def node_termination_handler_policy(queue_arn: str) -> str:
     )
 
 
+def _from_rules(action: str, resource_arn: str, rule_arns: Sequence[str]) -> dict:
+    """EventBridge may ``action`` on the resource, on behalf of these rules only."""
+    return {
+        "Sid": "EventBridgeRules",
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": action,
+        "Resource": resource_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": list(rule_arns)}},
+    }
+
+
 def events_to_queue_policy(queue_arn: str, rule_arns: Sequence[str]) -> str:
-    """Only this stack's EventBridge rules may send to the queue."""
+    """Only this stack's EventBridge rules may send to the queue, and only over TLS."""
     return _doc(
-        {
-            "Sid": "EventBridgeRules",
-            "Effect": "Allow",
-            "Principal": {"Service": "events.amazonaws.com"},
-            "Action": "sqs:SendMessage",
-            "Resource": queue_arn,
-            "Condition": {"ArnEquals": {"aws:SourceArn": list(rule_arns)}},
-        },
+        _from_rules("sqs:SendMessage", queue_arn, rule_arns),
         {
             "Sid": "TlsOnly",
             "Effect": "Deny",
@@ -58,16 +63,7 @@ def events_to_queue_policy(queue_arn: str, rule_arns: Sequence[str]) -> str:
 
 
 def events_to_topic_policy(topic_arn: str, rule_arns: Sequence[str]) -> str:
-    return _doc(
-        {
-            "Sid": "EventBridgeRules",
-            "Effect": "Allow",
-            "Principal": {"Service": "events.amazonaws.com"},
-            "Action": "sns:Publish",
-            "Resource": topic_arn,
-            "Condition": {"ArnEquals": {"aws:SourceArn": list(rule_arns)}},
-        }
-    )
+    return _doc(_from_rules("sns:Publish", topic_arn, rule_arns))
 
 
 def topic_key_policy(account_id: str) -> str:
