@@ -6,13 +6,18 @@ STACK  ?= dev
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: plan plan-json test docs bench clean
+.PHONY: plan plan-json test docs bench clean serve-demo
 
-$(STAMP): pyproject.toml requirements.txt
+$(STAMP): pyproject.toml requirements.txt inference_image/pyproject.toml inference_image/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r inference_image/requirements.txt
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e inference_image
 	touch $@
+
+## The inference server with the offline demo model, on loopback, no auth
+serve-demo: $(STAMP)
+	$(BIN)/inference-server --demo --no-auth --host 127.0.0.1 --port 8000
 
 ## Offline plan of a stack (no cloud account, no Pulumi CLI): make plan STACK=prod
 plan: $(STAMP)

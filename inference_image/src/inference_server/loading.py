@@ -1,0 +1,101 @@
+"""Finding, verifying and loading a model; sizing torch's threads to the container."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inference_server.manifest import verify_manifest
+
+log = logging.getLogger("inference_server.loading")
+
+
+def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this container may use: its cgroup quota if set, else the CPUs it may run on.
+
+    ``os.cpu_count()`` is the host's count; a pod limited to 2 CPUs on a 64-core node
+    that started 64 threads would thrash.
+    """
+    quota = None
+    v2 = cgroup_root / "cpu.max"
+    try:
+        if v2.is_file():
+            limit, period = v2.read_text().split()[:2]
+            if limit != "max":
+                quota = int(limit) / int(period)
+        else:
+            limit_us = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period_us = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+            if limit_us > 0:
+                quota = limit_us / period_us
+    except (OSError, ValueError):
+        quota = None
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if quota is None:
+        return available
+    return max(1, min(available, int(quota + 0.5)))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    model_id: str
+    revision: str
+    device: str
+    dtype: str
+    load_seconds: float
+
+
+def resolve_model_dir(model_dir: Path | None, model_id: str | None, revision: str | None, cache_dir: Path) -> Path:
+    """A local directory as given, or a pinned snapshot through the mirror (HF_ENDPOINT)."""
+    if model_dir is not None:
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"--model-dir {model_dir} is not a directory")
+        return model_dir
+    if not model_id or not revision:
+        raise ValueError("give --model-dir, or --model-id with a pinned --revision (a commit, not a branch)")
+    from huggingface_hub import snapshot_download  # reads HF_ENDPOINT: the platform's mirror
+
+    return Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=str(cache_dir)))
+
+
+def load_model(model_dir: Path, device: str = "auto", quantize_int8: bool = False) -> LoadedModel:
+    """Verify every file against the manifest, then load; CUDA fp16/bf16 when present."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.monotonic()
+    manifest = verify_manifest(model_dir)  # before a single byte of weights is trusted
+    threads = cpu_limit()
+    torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    if quantize_int8:
+        if device != "cpu":
+            raise ValueError("--quantize-int8 is dynamic quantization for CPU; on CUDA use fp16/bf16")
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    seconds = time.monotonic() - started
+    log.info("model loaded", extra={"model_id": manifest.get("modelId"), "device": device, "threads": threads,
+                                    "seconds": round(seconds, 3)})  # fmt: skip
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_id=manifest.get("modelId") or model_dir.name,
+        revision=manifest.get("revision") or "unknown",
+        device=device,
+        dtype=str(dtype).removeprefix("torch."),
+        load_seconds=seconds,
+    )
