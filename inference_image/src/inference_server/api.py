@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -284,6 +285,28 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
     )
     app.state.server = state
     app.state.metrics = metrics
+
+    def openapi() -> dict:
+        """FastAPI's document, plus what is only known at run time: the served model id and
+        the token limits, so the document says exactly what the server accepts."""
+        if app.openapi_schema is not None and (state.loaded is None or app.state.openapi_for is state.loaded):
+            return app.openapi_schema
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        if state.loaded is not None:
+            schemas = document["components"]["schemas"]
+            for name in ("CompletionRequest", "ChatCompletionRequest"):
+                properties = schemas[name]["properties"]
+                properties["model"]["enum"] = [state.loaded.model_id]
+                for field in ("max_tokens", "max_completion_tokens"):
+                    for branch in properties.get(field, {}).get("anyOf", []):
+                        if branch.get("type") == "integer":
+                            branch["maximum"] = settings.max_new_tokens
+            app.state.openapi_for = state.loaded
+        app.openapi_schema = document
+        return document
+
+    app.state.openapi_for = None
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.middleware("http")
@@ -359,6 +382,11 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
         return ModelList(data=[ModelCard(id=loaded.model_id, created=created)])
 
     async def _generate(body: _Request, prompt_ids: list[int], loaded: LoadedModel) -> Generation:
+        if not prompt_ids:  # an empty prompt: generate from the beginning-of-sequence token
+            if loaded.tokenizer.bos_token_id is None:
+                raise ApiError(422, "prompt is empty and the model has no beginning-of-sequence token",
+                               "invalid_request_error", "empty_prompt", param="prompt")  # fmt: skip
+            prompt_ids = [loaded.tokenizer.bos_token_id]
         if body.model != loaded.model_id:
             raise ApiError(404, f"model {body.model!r} is not served here (serving {loaded.model_id!r})",
                            "invalid_request_error", "model_not_found", param="model")  # fmt: skip

@@ -122,6 +122,7 @@ def serve(
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the engine thread owns the CPU budget
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()
 
 

@@ -36,7 +36,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # Below this, logits / temperature overflow to inf and sampling becomes argmax anyway.
+        return self.temperature < 1e-5
 
 
 @dataclass

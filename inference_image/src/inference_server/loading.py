@@ -68,7 +68,9 @@ def load_model(model_dir: Path, device: str = "auto", quantize_int8: bool = Fals
     """Verify every file against the manifest, then load; CUDA fp16/bf16 when present."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # logs are JSON lines; no progress bars in them
     started = time.monotonic()
     manifest = verify_manifest(model_dir)  # before a single byte of weights is trusted
     threads = cpu_limit()
