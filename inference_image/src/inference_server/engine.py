@@ -49,6 +49,7 @@ class Generation:
     sampling: SamplingParams
     stop: tuple[str, ...]
     loop: asyncio.AbstractEventLoop
+    stream: bool = True  # False: the text is decoded once, at the end
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     enqueued_at: float = field(default_factory=time.monotonic)
@@ -120,7 +121,8 @@ class _RowTracker(StoppingCriteria):
             if row.first_token_at is None:
                 row.first_token_at = now
                 self.engine.observe_first_token(row)
-            self.engine.advance(row)
+            if row.stream or row.stop:  # only they need the text before the end
+                self.engine.advance(row)
             if not row.finished and len(row.tokens) >= row.max_new_tokens:
                 self.engine.finish(row, "length")
         return torch.tensor([row.finished for row in self.batch], device=input_ids.device)
@@ -140,6 +142,7 @@ class BatchingEngine:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._deferred: deque[Generation] = deque()
+        self._last_batch_size = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
 
@@ -198,7 +201,11 @@ class BatchingEngine:
         if first is None:
             return []
         batch = [first]
-        deadline = first.enqueued_at + self.limits.max_wait_ms / 1000
+        # Wait for companions only under load (the last batch had several requests): a lone
+        # request on an idle server starts at once, and under load requests that arrive
+        # while a batch runs are already queued for the next one.
+        wait_s = self.limits.max_wait_ms / 1000 if self._last_batch_size > 1 else 0.0
+        deadline = first.enqueued_at + wait_s
         held: list[Generation] = []
         while len(batch) < self.limits.max_batch_size:
             remaining = deadline - time.monotonic()
@@ -210,6 +217,7 @@ class BatchingEngine:
             else:
                 held.append(candidate)  # other sampling parameters: next batch, order kept
         self._deferred.extendleft(reversed(held))
+        self._last_batch_size = len(batch)
         live = []
         for row in batch:
             self._dequeued()
