@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from inference_server.auth import AuthError, JwtVerifier
 from inference_server.engine import _stop_cut
-from inference_server.loading import cpu_limit
+from inference_server.loading import cpu_limit, default_torch_threads
 from inference_server.manifest import IntegrityError, verify_manifest, write_manifest
 
 
@@ -39,6 +39,10 @@ def test_cpu_limit_reads_cgroup_v1_and_never_exceeds_the_affinity(tmp_path, monk
     assert cpu_limit(tmp_path) == 3
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1")
     assert cpu_limit(tmp_path) == 3
+
+
+def test_torch_keeps_one_cpu_free_for_http():
+    assert [default_torch_threads(n) for n in (1, 2, 4, 16)] == [1, 1, 3, 15]
 
 
 def test_stop_cut_finds_the_earliest_stop_and_holds_possible_prefixes():

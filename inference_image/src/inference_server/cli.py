@@ -54,6 +54,9 @@ def serve(
     port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
     device: Annotated[str, typer.Option(envvar="DEVICE", help="auto, cpu or cuda.")] = "auto",
     quantize_int8: Annotated[bool, typer.Option("--quantize-int8", envvar="QUANTIZE_INT8")] = False,
+    torch_threads: Annotated[
+        int | None, typer.Option(envvar="TORCH_THREADS", min=1, help="Default: the container's CPU limit minus one (kept for HTTP), at least 1.")
+    ] = None,
     max_batch_size: Annotated[int, typer.Option(envvar="MAX_BATCH_SIZE", min=1)] = 16,
     max_wait_ms: Annotated[float, typer.Option(envvar="MAX_WAIT_MS", min=0)] = 10.0,
     max_queue: Annotated[int, typer.Option(envvar="MAX_QUEUE", min=1)] = 128,
@@ -111,7 +114,7 @@ def serve(
         exit_code = 1
         server.should_exit = True
 
-    asgi = create_app(settings, lambda: load_model(resolved, device, quantize_int8), on_fatal=fatal)
+    asgi = create_app(settings, lambda: load_model(resolved, device, quantize_int8, torch_threads), on_fatal=fatal)
     server = DrainingServer(
         uvicorn.Config(asgi, host=host, port=port, log_config=None, timeout_graceful_shutdown=grace_period,
                        access_log=False)  # fmt: skip
