@@ -23,7 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from inference_server.demo import build_demo_model
-from inference_server.loading import cpu_limit
+from inference_server.loading import cpu_limit, default_torch_threads
 
 
 def prompts(tokenizer, count: int) -> list[list[int]]:
@@ -41,6 +41,12 @@ def run_generate(model, tokenizer, inputs, batch: int, max_new_tokens: int) -> f
                              pad_token_id=tokenizer.pad_token_id)  # fmt: skip
         produced += (out.shape[1] - encoded["input_ids"].shape[1]) * len(chunk)
     return produced / (time.perf_counter() - started)
+
+
+def _greedy(model, tokenizer, inputs, max_new_tokens: int) -> list:
+    encoded = tokenizer.pad({"input_ids": inputs}, padding=True, return_tensors="pt")
+    out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return list(out[:, encoded["input_ids"].shape[1] :])
 
 
 def run_generate_batch(model, inputs, max_new_tokens: int) -> float:
@@ -63,7 +69,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    torch.set_num_threads(cpu_limit())
+    torch.set_num_threads(default_torch_threads(cpu_limit()))
     model_dir = build_demo_model(Path(tempfile.mkdtemp()))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
@@ -78,6 +84,19 @@ def main() -> None:
         for batch in args.batch:
             rows.append((f"generate, padded batches of {batch}",
                          max(run_generate(model, tokenizer, inputs, batch, args.max_new_tokens) for _ in range(args.repeats))))  # fmt: skip
+        # --quantize-int8: dynamic int8 Linear layers (what the server's flag does), same batches.
+        int8 = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        for batch in args.batch:
+            rows.append((f"generate int8 (dynamic), batches of {batch}",
+                         max(run_generate(int8, tokenizer, inputs, batch, args.max_new_tokens) for _ in range(args.repeats))))  # fmt: skip
+        same = sum(
+            torch.equal(a, b)
+            for a, b in zip(
+                _greedy(model, tokenizer, inputs[:16], args.max_new_tokens),
+                _greedy(int8, tokenizer, inputs[:16], args.max_new_tokens),
+            )
+        )
+        print(f"int8 vs fp32: {same}/16 greedy continuations identical (quantization changes numbers)\n")
     # generate_batch runs its own scheduler thread, outside inference_mode.
     try:
         run_generate_batch(model, inputs[:8], 4)  # warm-up

@@ -75,9 +75,12 @@ def test_readiness_is_503_until_loaded_and_warmed_up(demo_dir):
             if httpx.get(f"{url}/readyz").status_code == 200:
                 break
             time.sleep(0.05)
-        # Ready means the warm-up generation already went through the engine.
+        # Ready means warm-up already went through the engine and the whole HTTP path:
+        # one completion and one streamed chat, in-process, 4 greedy tokens each (+4 engine-only).
         metrics = httpx.get(f"{url}/metrics").text
-        assert "inference_generated_tokens_total 4.0" in metrics
+        assert "inference_generated_tokens_total 12.0" in metrics
+        for route in ("/v1/completions", "/v1/chat/completions"):
+            assert f'inference_request_duration_seconds_count{{route="{route}",status="200"}} 1.0' in metrics
         assert _post(url).status_code == 200
     finally:
         server.should_exit = True
@@ -153,3 +156,14 @@ def test_auth_is_required_unless_explicitly_disabled(demo_dir, tmp_path):
     assert "--no-auth for local use" in message
 
 
+
+
+def test_int8_quantized_model_serves(demo_dir, tmp_path):
+    server = start_server(demo_dir, tmp_path, "--quantize-int8", "--device", "cpu", auth=False)
+    server.wait_ready()
+    try:
+        response = _post(server.url, 8, temperature=0.0)
+        assert response.status_code == 200, response.text
+        assert response.json()["usage"]["completion_tokens"] == 8
+    finally:
+        server.stop()

@@ -30,6 +30,7 @@ from inference_server.metrics import Metrics
 
 log = logging.getLogger("inference_server.api")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_WARMUP_SCOPE_KEY = "inference_server.warmup"
 
 
 # --------------------------------------------------------------------------- settings
@@ -308,6 +309,7 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
             engine.submit(warm)
             while (await warm.events.get())[0] == "text":
                 pass
+            await _warm_http(loaded)
             # Move everything alive now (model, tokenizer, framework) out of the garbage
             # collector's sight: full collections otherwise rescan it all and stall the
             # engine mid-batch (measured: c=32 P99 ~430 ms -> ~160 ms, docs/benchmarks.md).
@@ -319,6 +321,27 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
             state.failure = str(exc)
             log.error("start-up failed: %s", exc)
             on_fatal(str(exc))
+
+    async def _warm_http(loaded: LoadedModel) -> None:
+        """Send one completion and one streamed chat through the full ASGI stack, in-process,
+        so the first real request pays no first-use costs (route setup, validators, encoders)."""
+        import httpx
+
+        async def internal(scope: dict, receive: Callable, send: Callable) -> None:
+            scope[_WARMUP_SCOPE_KEY] = True  # an ASGI scope key: no HTTP client can set it
+            await app(scope, receive, send)
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=internal), base_url="http://warm-up") as http:
+            response = await http.post("/v1/completions", json={"model": loaded.model_id, "prompt": "warm up",
+                                                                "max_tokens": 4, "temperature": 0})  # fmt: skip
+            response.raise_for_status()
+            async with http.stream("POST", "/v1/chat/completions", json={
+                "model": loaded.model_id, "messages": [{"role": "user", "content": "warm up"}], "max_tokens": 4,
+                "stream": True, "temperature": 0,
+            }) as streamed:  # fmt: skip
+                streamed.raise_for_status()
+                async for _ in streamed.aiter_lines():
+                    pass
 
     app = FastAPI(
         title="Inference server",
@@ -369,7 +392,7 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
                                         "invalid_request", param=field or None))  # fmt: skip
 
     def authorize(request: Request) -> None:
-        if settings.auth is None:
+        if settings.auth is None or request.scope.get(_WARMUP_SCOPE_KEY):
             return
         try:
             settings.auth.verify(request.headers.get("authorization"))
@@ -377,8 +400,9 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
             raise ApiError(401, str(exc), "authentication_error", "unauthorized",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc  # fmt: skip
 
-    def ready_loaded() -> LoadedModel:
-        if not state.ready or state.loaded is None:
+    def ready_loaded(request: Request) -> LoadedModel:
+        warming = state.phase == "warming up" and request.scope.get(_WARMUP_SCOPE_KEY)
+        if (not state.ready and not warming) or state.loaded is None:
             raise ApiError(503, f"not ready: {state.reason}", "service_unavailable", "not_ready",
                            headers={"Retry-After": "5"})  # fmt: skip
         return state.loaded
@@ -403,8 +427,8 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, dependencies=[Depends(authorize)])
-    async def list_models() -> ModelList:
-        loaded = ready_loaded()
+    async def list_models(request: Request) -> ModelList:
+        loaded = ready_loaded(request)
         return ModelList(data=[ModelCard(id=loaded.model_id, created=created)])
 
     async def _generate(body: _Request, prompt_ids: list[int], loaded: LoadedModel) -> Generation:
@@ -488,8 +512,8 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS,
               dependencies=[Depends(authorize)])  # fmt: skip
-    async def completions(body: CompletionRequest) -> Any:
-        loaded = ready_loaded()
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        loaded = ready_loaded(request)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) != 1:
             raise ApiError(422, "prompt: exactly one prompt per request is supported", "invalid_request_error",
@@ -513,8 +537,8 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=_ERRORS,
               dependencies=[Depends(authorize)])  # fmt: skip
-    async def chat_completions(body: ChatCompletionRequest) -> Any:
-        loaded = ready_loaded()
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        loaded = ready_loaded(request)
         messages = [m.model_dump() for m in body.messages]
         prompt_ids = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "keys"):

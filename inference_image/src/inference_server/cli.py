@@ -79,7 +79,7 @@ def serve(
     from inference_server.api import ServerSettings, create_app, drain
     from inference_server.auth import JwtVerifier
     from inference_server.engine import EngineLimits
-    from inference_server.loading import load_model, resolve_model_dir
+    from inference_server.loading import cpu_limit, default_torch_threads, load_model, resolve_model_dir
 
     configure_logging(log_level)
     auth = None
@@ -97,7 +97,9 @@ def serve(
     settings = ServerSettings(
         model_dir=model_dir, model_id=model_id, revision=revision, cache_dir=cache_dir, device=device,
         quantize_int8=quantize_int8,
-        engine=EngineLimits(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue),
+        engine=EngineLimits(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                            threads_idle=torch_threads or cpu_limit(),
+                            threads_busy=torch_threads or default_torch_threads(cpu_limit())),
         max_input_tokens=max_input_tokens, max_new_tokens=max_new_tokens, max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout, grace_period_s=grace_period, auth=auth,
     )  # fmt: skip
