@@ -82,9 +82,12 @@ class Plan:
     stack_file: str
     resources: list[PlannedResource]
     stack_outputs: dict[str, Any]
+    _index: dict[str, PlannedResource] = field(default_factory=dict, repr=False, compare=False)
 
     def by_urn(self) -> dict[str, PlannedResource]:
-        return {r.urn: r for r in self.resources}
+        if len(self._index) != len(self.resources):  # built once; a plan is not changed after run
+            self._index = {r.urn: r for r in self.resources}
+        return self._index
 
     def of_type(self, type_token: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == type_token]

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
@@ -38,12 +37,8 @@ _WARMUP_SCOPE_KEY = "inference_server.warmup"
 
 @dataclass(frozen=True)
 class ServerSettings:
-    model_dir: Path | None = None
-    model_id: str | None = None
-    revision: str | None = None
-    cache_dir: Path = Path("/models")
-    device: str = "auto"
-    quantize_int8: bool = False
+    """What the HTTP layer enforces; where the model comes from is the ``load`` callable's business."""
+
     engine: EngineLimits = EngineLimits()
     max_input_tokens: int = 2048
     max_new_tokens: int = 512
@@ -51,7 +46,6 @@ class ServerSettings:
     request_timeout_s: float = 60.0
     grace_period_s: float = 30.0
     auth: JwtVerifier | None = None  # None only when the operator passed --no-auth
-    log_prompts: bool = False
 
 
 # --------------------------------------------------------------------------- schemas

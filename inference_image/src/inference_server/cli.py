@@ -95,8 +95,6 @@ def serve(
 
         model_dir = build_demo_model(Path(tempfile.mkdtemp(prefix="inference-demo-")))
     settings = ServerSettings(
-        model_dir=model_dir, model_id=model_id, revision=revision, cache_dir=cache_dir, device=device,
-        quantize_int8=quantize_int8,
         engine=EngineLimits(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
                             threads_idle=torch_threads or cpu_limit(),
                             threads_busy=torch_threads or default_torch_threads(cpu_limit())),

@@ -193,10 +193,11 @@ class BatchingEngine:
                             row.emit("error", f"generation failed: {type(exc).__name__}")
 
     def _take(self, timeout: float) -> Generation | None:
+        """The oldest waiting request (deferred ones first); wait up to ``timeout`` s, or not at all if <= 0."""
         if self._deferred:
             return self._deferred.popleft()
         try:
-            return self._queue.get(timeout=timeout)
+            return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
         except queue.Empty:
             return None
 
@@ -213,7 +214,7 @@ class BatchingEngine:
         held: list[Generation] = []
         while len(batch) < self.limits.max_batch_size:
             remaining = deadline - time.monotonic()
-            candidate = self._take(timeout=max(remaining, 0)) if remaining > 0 else self._take_nowait()
+            candidate = self._take(timeout=remaining)
             if candidate is None:
                 break
             if candidate.sampling == first.sampling:
@@ -231,14 +232,6 @@ class BatchingEngine:
             else:
                 live.append(row)
         return live
-
-    def _take_nowait(self) -> Generation | None:
-        if self._deferred:
-            return self._deferred.popleft()
-        try:
-            return self._queue.get_nowait()
-        except queue.Empty:
-            return None
 
     def _dequeued(self) -> None:
         with self._pending_lock:
