@@ -79,16 +79,19 @@ class Server:
         return self.process.returncode
 
 
-def start_server(model_dir: Path, log_dir: Path, *args: str, auth: bool = True) -> Server:
+def start_server(model_dir: Path | None, log_dir: Path, *args: str, auth: bool = True,
+                 env: dict[str, str] | None = None) -> Server:  # fmt: skip
+    """The server as a process; without ``model_dir`` the model comes from ``args`` (--model-id ...)."""
     port = free_port()
     log = log_dir / f"server-{port}.log"
-    command = [sys.executable, "-m", "inference_server.cli", "--model-dir", str(model_dir),
+    source = ["--model-dir", str(model_dir)] if model_dir is not None else []
+    command = [sys.executable, "-m", "inference_server.cli", *source,
                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args]  # fmt: skip
     if auth:
         command += ["--jwt-algorithm", "HS256", "--jwt-audience", AUDIENCE, "--jwt-issuer", ISSUER]
     else:
         command += ["--no-auth"]
-    env = {**os.environ, "JWT_KEY": SECRET, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "JWT_KEY": SECRET, "OMP_NUM_THREADS": "1", **(env or {})}
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     return Server(process=process, port=port, log=log)
 

@@ -45,11 +45,11 @@ def _read_key(value: str | None, path: Path | None) -> str | None:
 
 @app.command()
 def serve(
-    demo: Annotated[bool, typer.Option("--demo", help="Build the small offline demo model and serve it.")] = False,
+    demo: Annotated[bool, typer.Option("--demo", envvar="DEMO", help="Build the small offline demo model and serve it.")] = False,
     model_dir: Annotated[Path | None, typer.Option(envvar="MODEL_DIR", help="Local model directory.")] = None,
     model_id: Annotated[str | None, typer.Option(envvar="MODEL_ID", help="Hub model id (via HF_ENDPOINT).")] = None,
-    revision: Annotated[str | None, typer.Option(envvar="MODEL_REVISION", help="Pinned commit.")] = None,
-    cache_dir: Annotated[Path, typer.Option(envvar="MODEL_CACHE_DIR")] = Path("/models"),
+    revision: Annotated[str | None, typer.Option(envvar="MODEL_REVISION", help="Pinned 40-character commit hash.")] = None,
+    cache_dir: Annotated[Path, typer.Option(envvar="MODEL_CACHE_DIR", help="Hub cache volume (with --model-id).")] = Path("/models"),
     host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
     device: Annotated[str, typer.Option(envvar="DEVICE", help="auto, cpu or cuda.")] = "auto",
@@ -79,7 +79,14 @@ def serve(
     from inference_server.api import ServerSettings, create_app, drain
     from inference_server.auth import JwtVerifier
     from inference_server.engine import EngineLimits
-    from inference_server.loading import cpu_limit, default_torch_threads, load_model, resolve_model_dir
+    from inference_server.loading import (
+        LoadedModel,
+        ModelSource,
+        cpu_limit,
+        default_torch_threads,
+        load_model,
+        resolve_model_dir,
+    )
 
     configure_logging(log_level)
     auth = None
@@ -101,7 +108,10 @@ def serve(
         max_input_tokens=max_input_tokens, max_new_tokens=max_new_tokens, max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout, grace_period_s=grace_period, auth=auth,
     )  # fmt: skip
-    resolved = resolve_model_dir(model_dir, model_id, revision, cache_dir)
+    try:
+        source = ModelSource(model_dir, model_id, revision, cache_dir)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     exit_code = 0
 
     class DrainingServer(uvicorn.Server):
@@ -114,7 +124,11 @@ def serve(
         exit_code = 1
         server.should_exit = True
 
-    asgi = create_app(settings, lambda: load_model(resolved, device, quantize_int8, torch_threads), on_fatal=fatal)
+    def load() -> LoadedModel:  # off the event loop: /healthz answers and /readyz says why not while downloading
+        directory, manifest = resolve_model_dir(source)
+        return load_model(directory, device, quantize_int8, torch_threads, manifest_path=manifest)
+
+    asgi = create_app(settings, load, on_fatal=fatal)
     server = DrainingServer(
         uvicorn.Config(asgi, host=host, port=port, log_config=None, timeout_graceful_shutdown=grace_period,
                        access_log=False)  # fmt: skip

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference_server.manifest import verify_manifest
+from inference_server.manifest import MANIFEST_NAME, IntegrityError, verify_manifest, write_manifest
 
 log = logging.getLogger("inference_server.loading")
 
@@ -60,21 +61,66 @@ class LoadedModel:
     load_seconds: float
 
 
-def resolve_model_dir(model_dir: Path | None, model_id: str | None, revision: str | None, cache_dir: Path) -> Path:
-    """A local directory as given, or a pinned snapshot through the mirror (HF_ENDPOINT)."""
-    if model_dir is not None:
-        if not model_dir.is_dir():
-            raise FileNotFoundError(f"--model-dir {model_dir} is not a directory")
-        return model_dir
-    if not model_id or not revision:
-        raise ValueError("give --model-dir, or --model-id with a pinned --revision (a commit, not a branch)")
-    from huggingface_hub import snapshot_download  # reads HF_ENDPOINT: the platform's mirror
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
-    return Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=str(cache_dir)))
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights come from: a local directory, or a pinned revision through the mirror."""
+
+    directory: Path | None = None
+    model_id: str | None = None
+    revision: str | None = None
+    cache_dir: Path = Path("/models")
+
+    def __post_init__(self) -> None:
+        if self.directory is not None:
+            return
+        if not self.model_id or not self.revision:
+            raise ValueError("give --model-dir, or --model-id with a pinned --revision")
+        if not _COMMIT.fullmatch(self.revision):
+            raise ValueError(f"--revision {self.revision!r}: pin a 40-character commit hash; a branch or tag can move")
+
+
+def resolve_model_dir(source: ModelSource) -> tuple[Path, Path]:
+    """The model directory and the manifest to verify it against.
+
+    A hub model is downloaded through ``HF_ENDPOINT`` (the platform's mirror) into the cache
+    volume. The first time a revision lands there, every file is checked against the
+    checksums the mirror publishes (LFS SHA-256, git blob ids) and a manifest is recorded
+    beside the cache (model id, revision, per-file SHA-256 and size, download time, endpoint);
+    every start after that verifies the files against it without touching the network.
+    """
+    if source.directory is not None:
+        if not source.directory.is_dir():
+            raise FileNotFoundError(f"--model-dir {source.directory} is not a directory")
+        return source.directory, source.directory / MANIFEST_NAME
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.file_download import repo_folder_name
+
+    model_id, revision, cache_dir = source.model_id, source.revision, source.cache_dir
+    assert model_id and revision  # ModelSource checked both
+    snapshot = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=str(cache_dir)))
+    manifest = cache_dir / "manifests" / repo_folder_name(repo_id=model_id, repo_type="model") / f"{revision}.json"
+    if not manifest.is_file():
+        verification = HfApi().verify_repo_checksums(model_id, revision=revision, cache_dir=str(cache_dir))
+        problems = [f"{m['path']}: {m['algorithm']} {m['actual']} does not match {m['expected']} published for "
+                    f"{model_id}@{revision}" for m in verification.mismatches]  # fmt: skip
+        problems += [f"{path}: published for {model_id}@{revision} but not downloaded"
+                     for path in verification.missing_paths]  # fmt: skip
+        if problems:
+            raise IntegrityError(f"{snapshot}: refusing to load; " + "; ".join(problems))
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        write_manifest(snapshot, model_id, revision, target=manifest, source=constants.ENDPOINT)
+    return snapshot, manifest
 
 
 def load_model(
-    model_dir: Path, device: str = "auto", quantize_int8: bool = False, torch_threads: int | None = None
+    model_dir: Path,
+    device: str = "auto",
+    quantize_int8: bool = False,
+    torch_threads: int | None = None,
+    manifest_path: Path | None = None,
 ) -> LoadedModel:
     """Verify every file against the manifest, then load; CUDA fp16/bf16 when present."""
     import torch
@@ -83,7 +129,7 @@ def load_model(
 
     transformers_logging.disable_progress_bar()  # logs are JSON lines; no progress bars in them
     started = time.monotonic()
-    manifest = verify_manifest(model_dir)  # before a single byte of weights is trusted
+    manifest = verify_manifest(model_dir, manifest_path)  # before a single byte of weights is trusted
     threads = torch_threads or default_torch_threads(cpu_limit())
     torch.set_num_threads(threads)
     if device == "auto":

@@ -37,26 +37,35 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(model_dir: Path, model_id: str, revision: str) -> Path:
-    """Record every file below ``model_dir`` (except the manifest itself)."""
+def write_manifest(
+    model_dir: Path, model_id: str, revision: str, target: Path | None = None, source: str | None = None
+) -> Path:
+    """Record every file below ``model_dir`` (except the manifest itself).
+
+    ``source`` is the endpoint a downloaded model came from; its manifest then records the
+    download time, and lives at ``target`` outside the (hub-managed) snapshot directory.
+    """
     files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest = {
         "modelId": model_id,
         "revision": revision,
-        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **({"source": source, "downloadedAt": now} if source else {"createdAt": now}),
         "files": [
             {"path": p.relative_to(model_dir).as_posix(), "size": p.stat().st_size, "sha256": sha256_of(p)}
             for p in files
         ],
     }
-    target = model_dir / MANIFEST_NAME
-    target.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    target = target or model_dir / MANIFEST_NAME
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    partial.replace(target)  # a crash mid-write leaves no half manifest behind
     return target
 
 
-def verify_manifest(model_dir: Path) -> dict:
+def verify_manifest(model_dir: Path, manifest_path: Path | None = None) -> dict:
     """Check ``model_dir`` against its manifest; return the manifest. Raises IntegrityError."""
-    path = model_dir / MANIFEST_NAME
+    path = manifest_path or model_dir / MANIFEST_NAME
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         entries = [ManifestEntry(e["path"], int(e["size"]), e["sha256"]) for e in manifest["files"]]
