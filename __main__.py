@@ -4,12 +4,15 @@ Decisions live in the components and their pure functions; environments differ b
 stack config only (stacks/Pulumi.<stack>.yaml).
 """
 
+from pathlib import Path
+
 import pulumi
 import pulumi_aws as aws
 
 from components.config import load_platform_config
 from components.eks import EksCluster, EksClusterArgs
 from components.gpu import CapacityPool, CapacityPoolArgs
+from components.inference import deploy_models
 from components.network import Network, NetworkArgs
 from components.tagging import TagContext, resource_name
 
@@ -68,9 +71,21 @@ gpu = CapacityPool(
     provider=aws_provider,
 )
 
+image, serving = deploy_models(
+    config,
+    tags=tags,
+    provider=aws_provider,
+    project_root=Path(__file__).resolve().parent,
+    eks_provider=cluster.k8s_provider,
+    oidc_provider_arn=cluster.oidc_provider_arn,
+    oidc_issuer=cluster.oidc_issuer,
+)
+
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("publicSubnetIds", network.public_subnet_ids)
 pulumi.export("clusterName", cluster.cluster_name)
 pulumi.export("gpuEventsTopicArn", gpu.events_topic_arn)
 pulumi.export("gpuScheduling", gpu.scheduling)
+pulumi.export("inferenceImage", {"version": image.version, "refs": image.refs})
+pulumi.export("modelDeployments", {name: component.deployments for name, component in serving.items()})

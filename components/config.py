@@ -459,6 +459,217 @@ class GpuConfig(ConfigModel):
     )
 
 
+# --------------------------------------------------------------------------- image and serving
+
+_DNS_LABEL = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$"
+_QUANTITY_CPU = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
+_QUANTITY_MEMORY = r"^[0-9]+(Ki|Mi|Gi|Ti)$"
+
+
+class ImageConfig(ConfigModel):
+    """The inference image: ECR repository and the pulumi-docker-build build."""
+
+    keep_versions: int = Field(
+        default=20, ge=1, le=1000,
+        description="Versions (`<version>` tags) ECR keeps; older ones expire by lifecycle policy.",
+    )  # fmt: skip
+    untagged_expiry_days: int = Field(
+        default=7, ge=1, le=365, description="Days before untagged images (superseded pushes) expire."
+    )
+    build_on_preview: bool = Field(
+        default=True,
+        description=(
+            "Build (never push) during `pulumi preview`, so a broken image fails the pull request's "
+            "preview. Skipped anyway while the repository URL is still unknown."
+        ),
+    )
+    source_url: str = Field(
+        default="https://github.com/example/gpu-inference-platform",
+        pattern=r"^https://",
+        description="`org.opencontainers.image.source` label of the image.",
+    )
+
+
+class ServerSettingsConfig(ConfigModel):
+    """inference-server settings a model deployment passes through its ConfigMap."""
+
+    max_batch_size: int = Field(default=16, ge=1, le=256, description="Most requests per generate() batch.")
+    max_wait_ms: float = Field(default=10.0, ge=0, le=1000, description="Longest a request waits for batch-mates.")
+    max_queue: int = Field(default=128, ge=1, le=100000, description="Queued requests before 429.")
+    max_input_tokens: int = Field(default=2048, ge=1, description="Longest accepted prompt (tokens).")
+    max_new_tokens: int = Field(default=512, ge=1, description="Most tokens one request may generate.")
+    request_timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="Per-request timeout (504).")
+    grace_period_seconds: int = Field(
+        default=30, ge=1, le=3600, description="Drain time after SIGTERM; the pod's grace period exceeds it."
+    )
+    quantize_int8: bool = Field(default=False, description="Dynamic int8 quantization (CPU variant only).")
+
+
+class ReplicasConfig(ConfigModel):
+    min: int = Field(default=2, ge=1, le=1000, description="Replicas the autoscaler never goes below.")
+    max: int = Field(default=4, ge=1, le=1000, description="Replicas the autoscaler never exceeds.")
+    min_available: int = Field(
+        default=1, ge=0, le=1000,
+        description="PodDisruptionBudget floor: replicas kept through voluntary disruptions (drains, upgrades).",
+    )  # fmt: skip
+
+
+class ResourcesConfig(ConfigModel):
+    cpu: str = Field(default="4", pattern=_QUANTITY_CPU, description="CPU request and limit per replica.")
+    memory: str = Field(default="16Gi", pattern=_QUANTITY_MEMORY, description="Memory request and limit per replica.")
+    model_cache: str = Field(
+        default="40Gi", pattern=_QUANTITY_MEMORY, description="Size limit of the writable model-cache volume."
+    )
+
+
+class ModelDeploymentConfig(ConfigModel):
+    """One served model on one cluster."""
+
+    name: str = Field(pattern=_DNS_LABEL, description="DNS label; names the Deployment, Service and friends.")
+    target: Literal["eks", "privateCloud"] = Field(
+        default="eks", description="Cluster: `eks` (this stack's EKS) or `privateCloud` (platform:privateCloud)."
+    )
+    demo: bool = Field(default=False, description="Serve the embedded offline demo model (no download).")
+    model_id: str | None = Field(
+        default=None, pattern=r"^[\w.-]+/[\w.-]+$", description="Hub model id, fetched through the mirror."
+    )
+    revision: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{40}$", description="Pinned 40-character commit of `modelId`."
+    )
+    variant: Literal["cpu", "cuda"] = Field(default="cuda", description="Image variant (and whether it needs GPUs).")
+    gpus: int = Field(default=1, ge=0, le=8, description="`nvidia.com/gpu` per replica (cuda variant; 0 for cpu).")
+    replicas: ReplicasConfig = Field(default_factory=ReplicasConfig, description="Autoscaling bounds and PDB floor.")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="CPU, memory, cache volume.")
+    server: ServerSettingsConfig = Field(default_factory=ServerSettingsConfig, description="Server settings.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelDeploymentConfig:
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+        if self.demo == bool(self.model_id):
+            problems.append((("modelId",), self.model_id, "set exactly one of demo: true or modelId (with revision)"))
+        if self.model_id and not self.revision:
+            problems.append((("revision",), None, "is required with modelId: pin a commit, a branch can move"))
+        if self.revision and not self.model_id:
+            problems.append((("revision",), self.revision, "only applies with modelId"))
+        if self.variant == "cuda" and self.gpus < 1:
+            problems.append((("gpus",), self.gpus, "must be at least 1 for the cuda variant"))
+        if self.variant == "cpu" and self.gpus != 0:
+            problems.append((("gpus",), self.gpus, "must be 0 for the cpu variant"))
+        if self.variant == "cuda" and self.server.quantize_int8:
+            problems.append((("server", "quantizeInt8"), True, "is CPU-only; the cuda variant runs fp16/bf16"))
+        if self.replicas.min > self.replicas.max:
+            problems.append((("replicas", "min"), self.replicas.min,
+                             f"must not exceed replicas.max ({self.replicas.max})"))  # fmt: skip
+        if self.replicas.min < self.replicas.min_available:
+            problems.append((("replicas", "min"), self.replicas.min,
+                             f"is below the PodDisruptionBudget floor replicas.minAvailable "
+                             f"({self.replicas.min_available})"))  # fmt: skip
+        elif self.replicas.min == self.replicas.min_available:
+            problems.append((("replicas", "minAvailable"), self.replicas.min_available,
+                             f"equals replicas.min ({self.replicas.min}): no voluntary disruption could proceed, "
+                             "so node drains (spot interruptions, upgrades) would block"))  # fmt: skip
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+
+class InferenceAuthConfig(ConfigModel):
+    algorithm: Literal["RS256", "HS256"] = Field(
+        default="RS256",
+        description="RS256 verifies with `publicKey`; HS256 with the secret key platform:inferenceJwtSecret.",
+    )
+    audience: str = Field(default="inference-api", min_length=1, description="Required `aud` claim.")
+    issuer: str = Field(min_length=1, description="Required `iss` claim (the identity provider's issuer URL).")
+    public_key: str | None = Field(
+        default=None, description="PEM public key for RS256 (public, so plain config)."
+    )
+
+
+class InferenceConfig(ConfigModel):
+    """Model deployments to Kubernetes (EKS and the private cloud), and what they share."""
+
+    namespace: str = Field(default="inference", pattern=_DNS_LABEL, description="Namespace of the model servers.")
+    ingress_namespace: str = Field(
+        default="ingress", pattern=_DNS_LABEL, description="Namespace of the ingress/gateway allowed to call them."
+    )
+    prometheus_namespace: str = Field(
+        default="monitoring", pattern=_DNS_LABEL, description="Namespace of the Prometheus allowed to scrape them."
+    )
+    service_monitor: bool = Field(
+        default=True, description="Declare a prometheus-operator ServiceMonitor (needs its CRDs in the cluster)."
+    )
+    metrics_adapter: bool = Field(
+        default=False,
+        description="A metrics adapter serves `inference_queue_depth` as a pods metric: the HPA scales on it too.",
+    )
+    queue_depth_target: int = Field(default=8, ge=1, description="Average queued requests per pod the HPA aims at.")
+    hf_endpoint: str | None = Field(
+        default=None, pattern=r"^https?://", description="Model mirror URL given to servers as HF_ENDPOINT."
+    )
+    mirror_bucket: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="S3 bucket of the model mirror; EKS servers get read access through IRSA.",
+    )  # fmt: skip
+    egress_cidrs: list[ipaddress.IPv4Network] = Field(
+        default_factory=list,
+        description="Extra HTTPS egress for EKS servers (the mirror's addresses); the VPC (endpoints) is always allowed.",
+    )
+    auth: InferenceAuthConfig | None = Field(default=None, description="JWT verification (required with deployments).")
+    deployments: list[ModelDeploymentConfig] = Field(
+        default_factory=list, description="Which models run where, how many, which image variant."
+    )
+
+    def on(self, target: str) -> tuple[ModelDeploymentConfig, ...]:
+        return tuple(d for d in self.deployments if d.target == target)
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Image variants the deployments use: each is built once."""
+        return tuple(sorted({d.variant for d in self.deployments}))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InferenceConfig:
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+        seen: dict[tuple[str, str], int] = {}
+        for index, deployment in enumerate(self.deployments):
+            key = (deployment.target, deployment.name)
+            if key in seen:
+                problems.append((("deployments", index, "name"), deployment.name,
+                                 f"is already used by deployments[{seen[key]}] on {deployment.target}"))  # fmt: skip
+            seen.setdefault(key, index)
+            if deployment.model_id and not self.hf_endpoint:
+                problems.append((("hfEndpoint",), None,
+                                 f"is required: deployments[{index}] downloads {deployment.model_id} through the mirror"))  # fmt: skip
+        if self.deployments and self.auth is None:
+            problems.append((("auth",), None, "is required when models are deployed (issuer, audience, key)"))
+        if self.auth is not None and self.auth.algorithm == "RS256" and not self.auth.public_key:
+            problems.append((("auth", "publicKey"), None, "is required for RS256"))
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+
+class PrivateCloudConfig(ConfigModel):
+    """The on-premises Kubernetes cluster models that must stay on premises deploy to."""
+
+    kubeconfig: Secret = Field(description="Kubeconfig of the private cluster (a Pulumi secret).")
+    kubernetes_version: str = Field(
+        default="1.33", pattern=r"^1\.\d+$", description="Its Kubernetes minor version (manifests are validated for it)."
+    )
+    gpu: bool = Field(default=False, description="Whether it has NVIDIA GPU nodes (device plugin, nvidia.com/gpu).")
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"},
+        description="Node labels GPU pods require there (GPU Feature Discovery's label by default).",
+    )
+    image_pull_secret: str | None = Field(
+        default=None, pattern=_DNS_LABEL,
+        description="Pull secret for ECR in the inference namespace (kept fresh by an on-prem credential helper).",
+    )  # fmt: skip
+    egress_cidrs: list[ipaddress.IPv4Network] = Field(
+        default_factory=list, description="HTTPS egress the servers there need (the mirror's addresses)."
+    )
+
+
 class PlatformConfig(ConfigModel):
     """The ``platform:`` namespace. Each field is one top-level config key."""
 
@@ -482,6 +693,16 @@ class PlatformConfig(ConfigModel):
     )
     eks: EksConfig = Field(default_factory=EksConfig, description="EKS cluster: version, endpoint, logs, add-ons, system nodes.")
     gpu: GpuConfig = Field(default_factory=GpuConfig, description="GPU capacity: reserved base, spot pool, device plugin.")
+    image: ImageConfig = Field(default_factory=ImageConfig, description="Inference image: ECR repository and build.")
+    inference: InferenceConfig = Field(
+        default_factory=InferenceConfig, description="Model deployments to EKS and the private cloud."
+    )
+    private_cloud: PrivateCloudConfig | None = Field(
+        default=None, description="The private-cloud Kubernetes target (kubeconfig as a secret)."
+    )
+    inference_jwt_secret: Secret | None = Field(
+        default=None, description="HS256 signing secret for inference auth (only with auth.algorithm HS256)."
+    )
 
     @field_validator("environment")
     @classmethod
@@ -535,6 +756,7 @@ class PlatformConfig(ConfigModel):
                 (("gpu", "reserved", "availabilityZone"), reserved.availability_zone,
                  f"must be one of platform:network.availabilityZones ({', '.join(network.availability_zones)})")
             )  # fmt: skip
+        problems.extend(self._deployment_targets())
         if self.ha and network.nat_gateways == "single":
             problems.append(
                 (("network", "natGateways"), "single",
@@ -544,6 +766,26 @@ class PlatformConfig(ConfigModel):
         if problems:
             raise _CrossFieldErrors(problems)
         return self
+
+    def _deployment_targets(self) -> list[tuple[tuple[str | int, ...], Any, str]]:
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+        eks_has_gpus = self.gpu.reserved.count > 0 or self.gpu.spot.max_size > 0
+        for index, deployment in enumerate(self.inference.deployments):
+            where = ("inference", "deployments", index)
+            if deployment.target == "privateCloud" and self.private_cloud is None:
+                problems.append((where + ("target",), "privateCloud", "names a cluster that isn't configured: "
+                                 "set platform:privateCloud (kubeconfig as a secret)"))  # fmt: skip
+            elif deployment.variant == "cuda":
+                has_gpus = eks_has_gpus if deployment.target == "eks" else bool(self.private_cloud and self.private_cloud.gpu)
+                if not has_gpus:
+                    capacity = ("platform:gpu (reserved.count and spot.maxSize are 0)" if deployment.target == "eks"
+                                else "platform:privateCloud.gpu is false")  # fmt: skip
+                    problems.append((where + ("variant",), "cuda",
+                                     f"needs GPUs but {deployment.target} has no GPU capacity: {capacity}"))  # fmt: skip
+        auth = self.inference.auth
+        if auth is not None and auth.algorithm == "HS256" and self.inference_jwt_secret is None:
+            problems.append((("inferenceJwtSecret",), None, "is required for inference.auth.algorithm HS256"))
+        return problems
 
     @property
     def reserved_gpu_az(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from enum import StrEnum
@@ -39,6 +40,10 @@ def plan(
     project_dir: Annotated[
         Path | None, typer.Option("--project-dir", help="Directory of Pulumi.yaml (default: nearest at or above cwd).")
     ] = None,
+    stacks_dir: Annotated[
+        Path | None,
+        typer.Option("--stacks-dir", help="Read Pulumi.<stack>.yaml from here instead (e.g. examples/stacks)."),
+    ] = None,
 ) -> None:
     """Offline plan of a stack: every resource the program declares, with no cloud and no CLI."""
     from components.config import ConfigError
@@ -48,6 +53,8 @@ def plan(
 
     try:
         project = find_project(project_dir)
+        if stacks_dir is not None:
+            project = dataclasses.replace(project, stack_config_dir=stacks_dir.resolve())
         result = run_offline_plan(project, stack)
     except (ProjectError, ConfigError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

@@ -124,6 +124,10 @@ def pulumi_config_block(model: type[BaseModel] = PlatformConfig) -> dict[str, An
     """The ``config:`` mapping for Pulumi.yaml: every top-level key, typed where Pulumi can type it."""
     block: dict[str, Any] = {}
     for name, field in model.model_fields.items():
+        if field.default is None:
+            # Optional keys stay undeclared: Pulumi makes every declared key without a
+            # default required, and a default would switch the feature on for every stack.
+            continue
         entry: dict[str, Any] = dict(_pulumi_type(field.annotation))
         if not entry:
             entry["description"] = f"Object: {field.description} Nested keys: README.md, Stack configuration."

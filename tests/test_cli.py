@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,8 +30,9 @@ def test_text_plan_groups_by_component_and_summarises(plans, monkeypatch):
     result = invoke("plan", "--stack", "prod")
     assert result.exit_code == 0, result.output
     custom = [r for r in plans["prod"].resources if r.custom and not r.is_provider]
-    assert f"Plan: stack prod: {len(custom)} resources, 2 explicit providers, 3 components" in result.stdout
-    for component in ("network  platform:network:Network", "eks  platform:eks:Cluster", "gpu  platform:gpu:CapacityPool"):
+    assert f"Plan: stack prod: {len(custom)} resources, 2 explicit providers, 5 components" in result.stdout
+    for component in ("network  platform:network:Network", "eks  platform:eks:Cluster", "gpu  platform:gpu:CapacityPool",
+                      "inference-image  platform:inference:Image", "serving-eks  platform:inference:ModelServing"):
         assert component in result.stdout
     assert "aws:ec2/natGateway:NatGateway" in result.stdout
     assert "not a diff against deployed state" in result.stdout
@@ -62,11 +64,12 @@ def test_unknown_stack_lists_the_stacks_that_exist(monkeypatch):
 
 
 @pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
-    """A copy of the real project to break on purpose."""
+def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the real project to break on purpose (not a git checkout: the image source id is given)."""
+    monkeypatch.setenv("PLATFORM_IMAGE_REVISION", "0123456")
     copy = tmp_path / "project"
     copy.mkdir()
-    for name in ("Pulumi.yaml", "__main__.py", "components", "stacks"):
+    for name in ("Pulumi.yaml", "__main__.py", "components", "stacks", "inference_image"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -149,7 +152,9 @@ def test_secrets_are_masked_in_the_json_plan(tmp_path):
 
 def test_console_script_is_installed_and_runs():
     script = Path(sys.executable).parent / "platformctl"
-    result = subprocess.run([str(script), "plan", "--stack", "dev"], cwd=ROOT, capture_output=True, text=True)
+    # The source id is given so that uncommitted image changes (a warning) don't matter here.
+    env = {**os.environ, "PLATFORM_IMAGE_REVISION": "0123456"}
+    result = subprocess.run([str(script), "plan", "--stack", "dev"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert "Plan: stack dev:" in result.stdout
     assert result.stderr == ""  # no asyncio noise at interpreter exit

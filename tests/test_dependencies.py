@@ -29,3 +29,29 @@ def test_program_requirements_have_lower_bounds_and_no_ml_stack():
 def test_console_script_points_at_the_cli():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["platformctl"] == "platformctl.cli:main"
+
+
+def test_every_module_the_program_imports_is_a_declared_requirement():
+    """What `pulumi install` installs (requirements.txt) covers every import of the program."""
+    import ast
+    import re
+    import sys
+    from importlib.metadata import packages_distributions
+
+    def normalized(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {normalized(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]) for r in _requirements()}
+    distributions = packages_distributions()
+    imported: set[str] = set()
+    for path in [ROOT / "__main__.py", *(ROOT / "components").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"components", "__future__"}
+    assert "pulumi_docker_build" in third_party  # the check sees real imports
+    missing = {module: distributions.get(module) for module in third_party
+               if not {normalized(d) for d in distributions.get(module, [module])} & declared}  # fmt: skip
+    assert not missing, f"imported by the program but not in requirements.txt: {missing}"

@@ -165,8 +165,11 @@ def test_prod_extra_tags_reach_resources(plans):
 def test_stack_exports(plans):
     outputs = plans["dev"].stack_outputs
     assert set(outputs) == {
-        "vpcId", "privateSubnetIds", "publicSubnetIds", "clusterName", "gpuEventsTopicArn", "gpuScheduling"
+        "vpcId", "privateSubnetIds", "publicSubnetIds", "clusterName", "gpuEventsTopicArn", "gpuScheduling",
+        "inferenceImage", "modelDeployments",
     }
+    assert outputs["modelDeployments"] == {"eks": {"demo": "inference/demo"}}
+    assert outputs["inferenceImage"]["version"] == (ROOT / "inference_image" / "VERSION").read_text().strip()
 
 
 def test_no_code_branches_on_the_stack_name():

@@ -61,6 +61,47 @@ def pod_scheduling(tier: Market) -> dict[str, Any]:
     }
 
 
+def serving_pod_scheduling() -> dict[str, Any]:
+    """Pod-spec fragment for one Deployment that fills the reserved floor first, then bursts to spot.
+
+    Both tiers in one Deployment (one HPA, one PDB): the scheduler scores reserved nodes far
+    above spot ones, so replicas land on reserved capacity while it has free GPUs and on spot
+    after; on scale-down the ReplicaSet removes the newest pods first, which are the burst ones.
+    Preferences, not requirements, as in :func:`pod_scheduling`.
+    """
+    return {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": GPU_NODE_LABEL, "operator": "In", "values": ["true"]}]}
+                    ]
+                },
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": weight,
+                     "preference": {"matchExpressions": [{"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": [tier]}]}}
+                    for tier, weight in (("reserved", 100), ("spot", 10))
+                ],  # fmt: skip
+            }
+        },
+        "tolerations": [gpu_toleration()],
+    }
+
+
+# GPUs per instance for the multi-GPU sizes; every other size of a GPU family has one.
+_MULTI_GPU = {
+    "g4dn.12xlarge": 4, "g4dn.metal": 8, "g5.12xlarge": 4, "g5.24xlarge": 4, "g5.48xlarge": 8,
+    "g6.12xlarge": 4, "g6.24xlarge": 4, "g6.48xlarge": 8, "g6e.12xlarge": 4, "g6e.24xlarge": 4,
+    "g6e.48xlarge": 8, "gr6.8xlarge": 1, "p3.8xlarge": 4, "p3.16xlarge": 8, "p3dn.24xlarge": 8,
+    "p4d.24xlarge": 8, "p4de.24xlarge": 8, "p5.48xlarge": 8, "p5e.48xlarge": 8, "p5en.48xlarge": 8,
+    "p6-b200.48xlarge": 8,
+}  # fmt: skip
+
+
+def gpus_per_instance(instance_type: str) -> int:
+    return _MULTI_GPU.get(instance_type, 1)
+
+
 def split_replicas(total: int, reserved_nodes: int, gpus_per_replica: int = 1, gpus_per_node: int = 1) -> dict[str, int]:
     """How many of ``total`` replicas go to each tier: the reserved tier is capped by what
     the reserved nodes can hold."""
@@ -79,8 +120,10 @@ def contract(reserved_nodes: int) -> dict[str, Any]:
         "resource": GPU_RESOURCE,
         "reservedNodes": reserved_nodes,
         "rule": (
-            "replicas up to the reserved node count prefer capacity-type=reserved; the rest prefer "
-            "capacity-type=spot; every GPU pod tolerates nvidia.com/gpu=true:NoSchedule"
+            "serving pods prefer capacity-type=reserved (weight 100) over capacity-type=spot (weight 10): "
+            "the reserved floor fills first, bursts land on spot; every GPU pod tolerates "
+            "nvidia.com/gpu=true:NoSchedule"
         ),
         "podScheduling": {"reserved": pod_scheduling("reserved"), "spot": pod_scheduling("spot")},
+        "servingPodScheduling": serving_pod_scheduling(),
     }

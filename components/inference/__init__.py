@@ -1,0 +1,286 @@
+"""The versioned inference image (ECR + pulumi-docker-build) and its deployments to Kubernetes.
+
+``InferenceImage`` builds ``inference_image/`` once per variant the stack deploys and pushes
+it with ``<version>`` and ``<version>-<source id>`` tags to an immutable, scanned,
+KMS-encrypted repository. ``ModelServing`` declares one cluster's model servers; they run
+the image **by digest** (``repository@sha256:...``), never by tag. See docs/deploying.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_docker_build as docker_build
+import pulumi_kubernetes as k8s
+
+from components.base import PlatformComponent
+from components.config import ImageConfig, InferenceConfig, ModelDeploymentConfig, PlatformConfig
+from components.eks.policies import irsa_trust_policy
+from components.inference import image as image_identity
+from components.inference import manifests
+from components.tagging import TagContext, resource_name
+
+__all__ = ["InferenceImage", "InferenceImageArgs", "ModelServing", "ModelServingArgs", "deploy_models",
+           "jwt_key_material", "serving_targets"]
+
+BUILD_PLATFORM = "linux/amd64"
+
+
+@dataclass(frozen=True)
+class InferenceImageArgs:
+    config: ImageConfig
+    variants: tuple[str, ...]  # the variants this stack deploys; each is built once
+    repository_prefix: str  # e.g. platform-prod-inference-server
+    project_root: Path
+
+
+class InferenceImage(PlatformComponent):
+    """ECR repositories (one per variant) and the image build; ``refs`` are digest references."""
+
+    def __init__(self, name: str, args: InferenceImageArgs, tags: TagContext, provider: aws.Provider,
+                 opts: pulumi.ResourceOptions | None = None) -> None:  # fmt: skip
+        # Everything that can be wrong with the source is found before anything is declared;
+        # a RunError, so `pulumi up` prints the message without a traceback.
+        try:
+            self.version = image_identity.read_version(args.project_root)
+            self.revision = image_identity.source_revision(args.project_root)
+        except image_identity.ImageSourceError as exc:
+            raise pulumi.RunError(str(exc)) from exc
+        super().__init__("platform:inference:Image", name, name, tags, provider, opts)
+        if self.revision.dirty:
+            pulumi.log.warn(
+                f"{image_identity.IMAGE_DIR}/ has uncommitted changes: the image is tagged "
+                f"{self.version}-{self.revision.short_id}-dirty; ECR's immutable tags refuse a second, "
+                "different push under the same tags, so commit before deploying",
+                resource=self,
+            )
+        config = args.config
+        key = aws.kms.Key(self.child_name("ecr"), description=f"Encryption of the {args.repository_prefix} images",
+                          enable_key_rotation=True, deletion_window_in_days=30, tags=self.tags("ecr"),
+                          opts=self.child_opts())  # fmt: skip
+        cache = self._repository("cache", f"{args.repository_prefix}-buildcache", key, mutable=True)
+        aws.ecr.LifecyclePolicy(self.child_name("cache-lifecycle"), repository=cache.name,
+                                policy=image_identity.cache_lifecycle_policy(), opts=self.child_opts())  # fmt: skip
+        self.repository_urls: dict[str, pulumi.Output[str]] = {}
+        self.refs: dict[str, pulumi.Output[str]] = {}
+        for variant in args.variants:
+            repository = self._repository(variant, f"{args.repository_prefix}-{variant}", key, mutable=False)
+            aws.ecr.LifecyclePolicy(
+                self.child_name(f"{variant}-lifecycle"), repository=repository.name,
+                policy=image_identity.lifecycle_policy(config.keep_versions, config.untagged_expiry_days),
+                opts=self.child_opts(),
+            )  # fmt: skip
+            token = aws.ecr.get_authorization_token_output(
+                registry_id=repository.registry_id, opts=pulumi.InvokeOutputOptions(provider=provider)
+            )
+            cache_ref = cache.repository_url.apply(lambda url, v=variant: image_identity.cache_ref(url, v))
+            built = docker_build.Image(
+                self.child_name(variant),
+                context=docker_build.BuildContextArgs(location=f"./{image_identity.IMAGE_DIR}"),
+                dockerfile=docker_build.DockerfileArgs(location=f"./{image_identity.IMAGE_DIR}/Dockerfile"),
+                platforms=[docker_build.Platform.LINUX_AMD64],
+                build_args={"VARIANT": variant, "VERSION": self.version, "REVISION": self.revision.short_id,
+                            "SOURCE": config.source_url},  # fmt: skip
+                tags=repository.repository_url.apply(
+                    lambda url: image_identity.image_tags(url, self.version, self.revision)
+                ),
+                push=True,
+                build_on_preview=config.build_on_preview,
+                registries=[docker_build.RegistryArgs(
+                    address=repository.repository_url.apply(lambda url: url.split("/", 1)[0]),
+                    username=token.user_name, password=token.password)],  # fmt: skip
+                cache_from=[docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref))],
+                cache_to=[docker_build.CacheToArgs(registry=docker_build.CacheToRegistryArgs(
+                    ref=cache_ref, mode=docker_build.CacheMode.MAX, image_manifest=True, oci_media_types=True,
+                    ignore_error=True))],  # a read-only preview role can't write the cache; don't fail on it  # fmt: skip
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.repository_urls[variant] = repository.repository_url
+            self.refs[variant] = pulumi.Output.all(repository.repository_url, built.digest).apply(
+                lambda parts: image_identity.pinned_ref(parts[0], parts[1])
+            )
+        self.register_outputs({"version": self.version, "sourceRevision": self.revision.short_id,
+                               "repositoryUrls": self.repository_urls, "refs": self.refs})  # fmt: skip
+
+    def _repository(self, suffix: str, repository_name: str, key: aws.kms.Key, mutable: bool) -> aws.ecr.Repository:
+        return aws.ecr.Repository(
+            self.child_name(suffix),
+            name=repository_name,
+            # Release tags never move; the build cache's tags must, so it lives apart.
+            image_tag_mutability="MUTABLE" if mutable else "IMMUTABLE",
+            image_scanning_configuration={"scan_on_push": True},
+            encryption_configurations=[{"encryption_type": "KMS", "kms_key": key.arn}],
+            tags=self.tags(suffix),
+            opts=self.child_opts(),
+        )
+
+
+@dataclass(frozen=True)
+class ModelServingArgs:
+    config: InferenceConfig
+    deployments: tuple[ModelDeploymentConfig, ...]  # those whose target is this cluster
+    target: manifests.TargetCluster
+    k8s_provider: k8s.Provider
+    image_refs: dict[str, pulumi.Input[str]]
+    version: str
+    jwt_key: pulumi.Input[str]  # the public key (RS256) or the secret (HS256); stored as a Secret
+    oidc_provider_arn: pulumi.Input[str] | None = None  # EKS: IRSA for the mirror bucket
+    oidc_issuer: pulumi.Input[str] | None = None
+
+
+_TYPED = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("v1", "Secret"): k8s.core.v1.Secret,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+    ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
+}
+_FIELDS = {"automountServiceAccountToken": "automount_service_account_token", "stringData": "string_data",
+           "type": "type", "data": "data", "spec": "spec"}  # fmt: skip
+
+
+class ModelServing(PlatformComponent):
+    """One cluster's model servers: namespace, identity, settings, Deployments and their guards."""
+
+    def __init__(self, name: str, args: ModelServingArgs, tags: TagContext, provider: aws.Provider,
+                 opts: pulumi.ResourceOptions | None = None) -> None:  # fmt: skip
+        missing = sorted({d.variant for d in args.deployments} - set(args.image_refs))
+        if missing:
+            raise ValueError(f"{name}: no image built for variant(s) {', '.join(missing)}")
+        super().__init__("platform:inference:ModelServing", name, name, tags, provider, opts)
+        self._args = args
+        config = args.config
+        role_arn = self._mirror_reader_role() if args.oidc_provider_arn is not None else None
+        namespace = self._apply("namespace", manifests.namespace(config))
+        after_namespace = [namespace]
+        self._apply("service-account", manifests.service_account(config, role_arn), after_namespace)
+        self._apply("auth", manifests.auth_secret(config, pulumi.Output.secret(args.jwt_key)), after_namespace)
+        self._apply("default-deny", manifests.default_deny(config), after_namespace)
+        self.deployments: dict[str, str] = {}
+        for deployment in args.deployments:
+            objects = [
+                manifests.config_map(deployment, config, args.version),
+                manifests.deployment_manifest(deployment, config, args.target,
+                                              args.image_refs[deployment.variant], args.version),  # fmt: skip
+                manifests.service(deployment, config, args.version),
+                manifests.autoscaler(deployment, config, args.version),
+                manifests.disruption_budget(deployment, config, args.version),
+                manifests.network_policy(deployment, config, args.target, args.version),
+            ]
+            if config.service_monitor:
+                objects.append(manifests.service_monitor(deployment, config, args.version))
+            for manifest in objects:
+                self._apply(f"{deployment.name}-{manifest['kind'].lower()}", manifest, after_namespace)
+            self.deployments[deployment.name] = f"{config.namespace}/{deployment.name}"
+        self.register_outputs({"namespace": config.namespace, "deployments": self.deployments})
+
+    def _apply(self, suffix: str, manifest: dict[str, Any], depends_on: list[pulumi.Resource] | None = None
+               ) -> pulumi.Resource:  # fmt: skip
+        opts = pulumi.ResourceOptions(parent=self, provider=self._args.k8s_provider, depends_on=depends_on)
+        key = (manifest["apiVersion"], manifest["kind"])
+        if key not in _TYPED:  # CRD-backed kinds (ServiceMonitor)
+            return k8s.apiextensions.CustomResource(
+                self.child_name(suffix), api_version=manifest["apiVersion"], kind=manifest["kind"],
+                metadata=manifest["metadata"], spec=manifest.get("spec"), opts=opts,
+            )  # fmt: skip
+        fields = {_FIELDS[k]: v for k, v in manifest.items() if k in _FIELDS}
+        return _TYPED[key](self.child_name(suffix), metadata=manifest["metadata"], **fields, opts=opts)
+
+    def _mirror_reader_role(self) -> pulumi.Output[str] | None:
+        args = self._args
+        bucket = args.config.mirror_bucket
+        if bucket is None:
+            return None
+        trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer).apply(
+            lambda parts: irsa_trust_policy(parts[0], parts[1], args.config.namespace, manifests.SERVICE_ACCOUNT)
+        )
+        role = aws.iam.Role(self.child_name("mirror-reader"), assume_role_policy=trust,
+                            tags=self.tags("mirror-reader"), opts=self.child_opts())  # fmt: skip
+        aws.iam.RolePolicy(self.child_name("mirror-reader"), role=role.id,
+                           policy=mirror_read_policy(bucket), opts=self.child_opts())  # fmt: skip
+        return role.arn
+
+
+def mirror_read_policy(bucket: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "ListMirror", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"},
+        {"Sid": "ReadMirror", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"},
+    ]})  # fmt: skip
+
+
+def serving_targets(config: PlatformConfig) -> dict[str, manifests.TargetCluster]:
+    """The clusters this stack can deploy models to, from config alone."""
+    targets = {
+        "eks": manifests.TargetCluster(
+            name="eks",
+            kubernetes_version=config.eks.version,
+            has_gpu_scheduling_contract=True,
+            # AWS APIs through the VPC's interface endpoints, plus the mirror's addresses.
+            egress_cidrs=tuple(str(c) for c in [config.network.vpc_cidr, *config.inference.egress_cidrs]),
+        )
+    }
+    cloud = config.private_cloud
+    if cloud is not None:
+        targets["privateCloud"] = manifests.TargetCluster(
+            name="privateCloud",
+            kubernetes_version=cloud.kubernetes_version,
+            has_gpu_scheduling_contract=False,
+            gpu_node_selector=dict(cloud.gpu_node_selector),
+            egress_cidrs=tuple(str(c) for c in cloud.egress_cidrs),
+            image_pull_secret=cloud.image_pull_secret,
+        )
+    return targets
+
+
+def jwt_key_material(config: PlatformConfig) -> str | None:
+    """What the servers verify tokens with: the RS256 public key, or the HS256 secret."""
+    auth = config.inference.auth
+    if auth is None:
+        return None
+    if auth.algorithm == "HS256":
+        assert config.inference_jwt_secret is not None  # the config model requires it
+        return config.inference_jwt_secret.get_secret_value()
+    return auth.public_key
+
+
+def deploy_models(config: PlatformConfig, tags: TagContext, provider: aws.Provider, project_root: Path,
+                  eks_provider: k8s.Provider, oidc_provider_arn: pulumi.Input[str], oidc_issuer: pulumi.Input[str],
+                  ) -> tuple[InferenceImage, dict[str, ModelServing]]:  # fmt: skip
+    """The image, built once per variant the stack deploys, and the model servers on each
+    cluster that has deployments: EKS, and the private cloud when configured."""
+    image = InferenceImage(
+        "inference-image",
+        InferenceImageArgs(config=config.image, variants=config.inference.variants,
+                           repository_prefix=resource_name(tags.project, config.environment, "inference-server"),
+                           project_root=project_root),
+        tags=tags, provider=provider,
+    )  # fmt: skip
+    k8s_providers = {"eks": eks_provider}
+    if config.private_cloud is not None:
+        k8s_providers["privateCloud"] = k8s.Provider(
+            "private-cloud", kubeconfig=pulumi.Output.secret(config.private_cloud.kubeconfig.get_secret_value())
+        )
+    irsa = {"eks": (oidc_provider_arn, oidc_issuer)}  # IRSA exists on EKS only
+    serving = {}
+    for target_name, target in serving_targets(config).items():
+        deployments = config.inference.on(target_name)
+        if not deployments:
+            continue
+        oidc_arn, issuer = irsa.get(target_name, (None, None))
+        serving[target_name] = ModelServing(
+            f"serving-{target_name.lower()}",
+            ModelServingArgs(config=config.inference, deployments=deployments, target=target,
+                             k8s_provider=k8s_providers[target_name], image_refs=image.refs, version=image.version,
+                             jwt_key=jwt_key_material(config), oidc_provider_arn=oidc_arn, oidc_issuer=issuer),
+            tags=tags, provider=provider,
+        )  # fmt: skip
+    return image, serving
