@@ -82,8 +82,6 @@ def serve(
     from inference_server.loading import (
         LoadedModel,
         ModelSource,
-        cpu_limit,
-        default_torch_threads,
         load_model,
         resolve_model_dir,
     )
@@ -102,9 +100,7 @@ def serve(
 
         model_dir = build_demo_model(Path(tempfile.mkdtemp(prefix="inference-demo-")))
     settings = ServerSettings(
-        engine=EngineLimits(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                            threads_idle=torch_threads or cpu_limit(),
-                            threads_busy=torch_threads or default_torch_threads(cpu_limit())),
+        engine=EngineLimits(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue),
         max_input_tokens=max_input_tokens, max_new_tokens=max_new_tokens, max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout, grace_period_s=grace_period, auth=auth,
     )  # fmt: skip

@@ -68,9 +68,6 @@ class EngineLimits:
     max_batch_size: int = 8
     max_wait_ms: float = 10.0
     max_queue: int = 64
-    # CPU threads for torch: a lone request gets them all; under load one is left to HTTP.
-    threads_idle: int | None = None
-    threads_busy: int | None = None
 
 
 def _stop_cut(text: str, stops: tuple[str, ...]) -> tuple[int | None, int]:
@@ -146,7 +143,6 @@ class BatchingEngine:
         self._pending_lock = threading.Lock()
         self._deferred: deque[Generation] = deque()
         self._last_batch_size = 0
-        self._threads: int | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
 
@@ -238,14 +234,7 @@ class BatchingEngine:
             self._pending -= 1
         self._set_queue_gauge()
 
-    def _set_threads(self, batch_size: int) -> None:
-        wanted = self.limits.threads_idle if batch_size == 1 else self.limits.threads_busy
-        if wanted and wanted != self._threads:
-            torch.set_num_threads(wanted)
-            self._threads = wanted
-
     def _generate(self, batch: list[Generation]) -> None:
-        self._set_threads(len(batch))
         encoded = self.tokenizer.pad(
             {"input_ids": [row.prompt_ids for row in batch]}, padding=True, return_tensors="pt"
         )
