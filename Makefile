@@ -8,10 +8,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: plan plan-json test docs bench clean serve-demo
 
-$(STAMP): pyproject.toml requirements.txt inference_image/pyproject.toml inference_image/requirements.txt
+$(STAMP): pyproject.toml requirements.txt inference_image/pyproject.toml inference_image/requirements.txt components/mirror/requirements.txt
+	@# node runs the CloudFront Function in tests; as root, install it if the machine lacks it.
+	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq nodejs >/dev/null; } \
+		|| echo "warning: node not found and not root: the edge-function tests will fail; install nodejs"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r inference_image/requirements.txt
+	$(BIN)/python -m pip install --quiet -r inference_image/requirements.txt -r components/mirror/requirements.txt
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e inference_image
 	touch $@
 

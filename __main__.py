@@ -12,7 +12,8 @@ import pulumi_aws as aws
 from components.config import load_platform_config
 from components.eks import EksCluster, EksClusterArgs
 from components.gpu import CapacityPool, CapacityPoolArgs
-from components.inference import deploy_models
+from components.inference import deploy_models, private_cloud_provider
+from components.mirror.component import ModelMirror, ModelMirrorArgs
 from components.network import Network, NetworkArgs
 from components.tagging import TagContext, resource_name
 
@@ -27,11 +28,7 @@ tags = TagContext(
     owner=config.tags.owner,
     extra=config.tags.extra,
 )
-aws_provider = aws.Provider(
-    "aws",
-    region=config.aws.region,
-    allowed_account_ids=config.aws.allowed_account_ids or None,
-)
+aws_provider = aws.Provider("aws", region=config.aws.region, allowed_account_ids=config.aws.allowed_account_ids or None)
 
 network = Network(
     "network",
@@ -71,15 +68,23 @@ gpu = CapacityPool(
     provider=aws_provider,
 )
 
+root = Path(__file__).resolve().parent
+private_cloud = private_cloud_provider(config)
+k8s_targets = {"eks_provider": cluster.k8s_provider, "oidc_provider_arn": cluster.oidc_provider_arn,
+               "oidc_issuer": cluster.oidc_issuer}  # fmt: skip
 image, serving = deploy_models(
-    config,
-    tags=tags,
-    provider=aws_provider,
-    project_root=Path(__file__).resolve().parent,
-    eks_provider=cluster.k8s_provider,
-    oidc_provider_arn=cluster.oidc_provider_arn,
-    oidc_issuer=cluster.oidc_issuer,
+    config, tags=tags, provider=aws_provider, project_root=root, private_cloud_provider=private_cloud, **k8s_targets
 )
+if config.mirror is not None:
+    bucket_name = resource_name(tags.project, config.environment, "model-mirror")
+    mirror = ModelMirror(
+        "mirror",
+        ModelMirrorArgs(config=config.mirror, bucket_name=bucket_name, project_root=root,
+                        private_cloud_provider=private_cloud, **k8s_targets),  # fmt: skip
+        tags=tags,
+        provider=aws_provider,
+    )
+    pulumi.export("modelMirrorUrl", mirror.public_url)
 
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)

@@ -670,6 +670,88 @@ class PrivateCloudConfig(ConfigModel):
     )
 
 
+# --------------------------------------------------------------------------- model mirror
+
+
+class MirrorRepoConfig(ConfigModel):
+    repo: str = Field(pattern=r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$", description="Hub repo id ORG/NAME.")
+    revision: str = Field(
+        default="main", pattern=r"^[\w][\w.-]{0,127}$",
+        description="Branch, tag or commit to mirror; a branch follows upstream at each sync.",
+    )  # fmt: skip
+
+
+class GeoRestrictionConfig(ConfigModel):
+    restriction_type: Literal["none", "whitelist", "blacklist"] = Field(
+        default="none", description="CloudFront geo restriction."
+    )
+    locations: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(
+        default_factory=list, description="ISO 3166-1 alpha-2 country codes the restriction lists."
+    )
+
+    @model_validator(mode="after")
+    def _locations_match_type(self) -> GeoRestrictionConfig:
+        if (self.restriction_type == "none") != (not self.locations):
+            raise _CrossFieldErrors([(("locations",), self.locations,
+                                      "must be empty for restrictionType none and non-empty otherwise")])  # fmt: skip
+        return self
+
+
+class PrivateCloudMirrorConfig(ConfigModel):
+    """The private cloud's own mirror: on-prem object storage, synced from the AWS mirror over the VPN."""
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="Bucket on the on-prem store.")
+    s3_endpoint: str = Field(pattern=r"^https?://", description="S3-compatible endpoint (AWS_ENDPOINT_URL_S3).")
+    credentials_secret: str = Field(
+        pattern=_DNS_LABEL,
+        description="Existing Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) for that store, managed on premises.",
+    )
+    replicas: int = Field(default=2, ge=1, le=20, description="Mirror app replicas.")
+
+
+def _cron(value: str) -> str:
+    fields = value.split()
+    if len(fields) != 5 or not all(re.fullmatch(r"[\d*/,-]+", f) for f in fields):
+        raise ValueError("must be a 5-field cron expression (minute hour day month weekday), e.g. '17 3 * * *'")
+    return value
+
+
+class MirrorConfig(ConfigModel):
+    """The model mirror: S3 storage, CloudFront edge, Lambda origin, scheduled sync."""
+
+    domain_name: str = Field(
+        pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+        description="Host name clients use as HF_ENDPOINT (https://<domainName>); a CNAME to the distribution.",
+    )
+    certificate_arn: str = Field(
+        pattern=r"^arn:aws:acm:us-east-1:\d{12}:certificate/[\w-]+$",
+        description="ACM certificate for domainName, in us-east-1 (CloudFront's requirement).",
+    )
+    price_class: Literal["PriceClass_100", "PriceClass_200", "PriceClass_All"] = Field(
+        default="PriceClass_100", description="CloudFront price class (edge locations used)."
+    )
+    geo_restriction: GeoRestrictionConfig = Field(default_factory=GeoRestrictionConfig, description="Who may download.")
+    upstream: str = Field(default="https://huggingface.co", pattern=r"^https?://", description="Where syncs pull from.")
+    repos: list[MirrorRepoConfig] = Field(default_factory=list, description="Repos and revisions the schedule syncs.")
+    schedule: Annotated[str, AfterValidator(_cron)] = Field(
+        default="17 3 * * *", description="When the sync runs (cron, UTC): daily by default."
+    )
+    sync_workers: int = Field(default=4, ge=1, le=32, description="Files a sync transfers at once.")
+    log_retention_days: int = Field(default=90, ge=1, le=3650, description="Days CloudFront access logs are kept.")
+    origin_memory_mb: int = Field(default=1024, ge=256, le=10240, description="Memory of the Lambda origin.")
+    private_cloud: PrivateCloudMirrorConfig | None = Field(
+        default=None, description="Also run a mirror in the private cloud (needs platform:privateCloud)."
+    )
+
+    @field_validator("repos")
+    @classmethod
+    def _distinct_repos(cls, value: list[MirrorRepoConfig]) -> list[MirrorRepoConfig]:
+        seen = [(r.repo, r.revision) for r in value]
+        if len(set(seen)) != len(seen):
+            raise ValueError("lists a repo and revision more than once")
+        return value
+
+
 class PlatformConfig(ConfigModel):
     """The ``platform:`` namespace. Each field is one top-level config key."""
 
@@ -699,6 +781,9 @@ class PlatformConfig(ConfigModel):
     )
     private_cloud: PrivateCloudConfig | None = Field(
         default=None, description="The private-cloud Kubernetes target (kubeconfig as a secret)."
+    )
+    mirror: MirrorConfig | None = Field(
+        default=None, description="Model mirror CDN (Hugging Face-compatible) and its sync schedule."
     )
     inference_jwt_secret: Secret | None = Field(
         default=None, description="HS256 signing secret for inference auth (only with auth.algorithm HS256)."
@@ -782,6 +867,8 @@ class PlatformConfig(ConfigModel):
                                 else "platform:privateCloud.gpu is false")  # fmt: skip
                     problems.append((where + ("variant",), "cuda",
                                      f"needs GPUs but {deployment.target} has no GPU capacity: {capacity}"))  # fmt: skip
+        if self.mirror is not None and self.mirror.private_cloud is not None and self.private_cloud is None:
+            problems.append((("mirror", "privateCloud"), "(set)", "needs platform:privateCloud (the cluster to run it on)"))
         auth = self.inference.auth
         if auth is not None and auth.algorithm == "HS256" and self.inference_jwt_secret is None:
             problems.append((("inferenceJwtSecret",), None, "is required for inference.auth.algorithm HS256"))

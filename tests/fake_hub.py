@@ -2,10 +2,11 @@
 
 It is the upstream, not the mirror: tests point ``HF_ENDPOINT`` at it to prove a client-side
 path (snapshot download, checksum verification) without the internet. It serves one repo at
-one commit from an in-memory file map, answers like the Hub does (``X-Repo-Commit``,
-``ETag`` = git blob id or LFS SHA-256, ``X-Error-Code`` on 404s) and records every request.
-``corrupt`` makes it serve different bytes than the checksums it publishes, as a damaged
-mirror or a man in the middle would.
+one or more commits from in-memory file maps, with branch names (``push`` moves one),
+answers like the Hub does (``X-Repo-Commit``, ``ETag`` = git blob id or LFS SHA-256,
+``X-Error-Code`` on 404s) and records every request. ``corrupt`` makes it serve different
+bytes than the checksums it publishes, as a damaged mirror or a man in the middle would;
+``failing`` answers 500 for some paths, as a flaky upstream would.
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ class FakeHub:
     files: dict[str, bytes]
     corrupt: dict[str, bytes] = field(default_factory=dict)  # path -> bytes served instead
     requests: list[tuple[str, str]] = field(default_factory=list)
+    failing: set[str] = field(default_factory=set)  # paths answered with 500
+    revisions: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit -> files
+    refs: dict[str, str] = field(default_factory=dict)  # branch -> commit
+
+    def __post_init__(self) -> None:
+        self.revisions.setdefault(self.commit, self.files)
+        self.refs.setdefault("main", self.commit)
+
+    def push(self, commit: str, files: dict[str, bytes], branch: str = "main") -> None:
+        """A new commit on ``branch`` (a force-push too: the old commit stays addressable)."""
+        self.revisions[commit] = files
+        self.refs[branch] = commit
+
+    def resolve(self, revision: str) -> str | None:
+        return revision if revision in self.revisions else self.refs.get(revision)
 
     @classmethod
     def from_directory(cls, repo_id: str, commit: str, directory: Path, skip: tuple[str, ...] = ()) -> FakeHub:
@@ -40,15 +56,15 @@ class FakeHub:
                  for p in sorted(directory.rglob("*")) if p.is_file() and p.name not in skip}  # fmt: skip
         return cls(repo_id, commit, files)
 
-    def tree_entry(self, path: str) -> dict:
-        data = self.files[path]
+    def tree_entry(self, path: str, commit: str | None = None) -> dict:
+        data = self.revisions[commit or self.commit][path]
         entry = {"type": "file", "path": path, "size": len(data), "oid": git_blob_id(data)}
         if path.endswith(_LFS_SUFFIXES):
             entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
         return entry
 
-    def etag(self, path: str) -> str:
-        entry = self.tree_entry(path)
+    def etag(self, path: str, commit: str | None = None) -> str:
+        entry = self.tree_entry(path, commit)
         return entry["lfs"]["oid"] if "lfs" in entry else entry["oid"]
 
     def start(self) -> str:
@@ -70,24 +86,30 @@ class FakeHub:
                 api = f"/api/models/{hub.repo_id}/"
                 resolve = f"/{hub.repo_id}/resolve/"
                 if path.startswith(api + "tree/"):
-                    revision = path[len(api + "tree/"):].split("/", 1)[0]
-                    if revision != hub.commit:
+                    commit = hub.resolve(path[len(api + "tree/"):].split("/", 1)[0])
+                    if commit is None:
                         return self._missing("RevisionNotFound", body)
-                    listing = [hub.tree_entry(p) for p in sorted(hub.files)]
+                    listing = [hub.tree_entry(p, commit) for p in sorted(hub.revisions[commit])]
                     return self._send(200, json.dumps(listing).encode(), {"Content-Type": "application/json"}, body)
                 if path.startswith(api + "revision/"):
-                    if path[len(api + "revision/"):] != hub.commit:
+                    commit = hub.resolve(path[len(api + "revision/"):])
+                    if commit is None:
                         return self._missing("RevisionNotFound", body)
-                    info = {"id": hub.repo_id, "sha": hub.commit, "siblings": [{"rfilename": p} for p in hub.files]}
+                    info = {"id": hub.repo_id, "sha": commit,
+                            "siblings": [{"rfilename": p} for p in hub.revisions[commit]]}  # fmt: skip
                     return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
                 if path.startswith(resolve):
                     revision, _, file = path[len(resolve):].partition("/")
-                    if revision != hub.commit:
+                    commit = hub.resolve(revision)
+                    if commit is None:
                         return self._missing("RevisionNotFound", body)
-                    if file not in hub.files:
+                    files = hub.revisions[commit]
+                    if file not in files:
                         return self._missing("EntryNotFound", body)
-                    data = hub.corrupt.get(file, hub.files[file])
-                    headers = {"X-Repo-Commit": hub.commit, "ETag": f'"{hub.etag(file)}"',
+                    if file in hub.failing:
+                        return self._send(500, b"upstream trouble", {}, body)
+                    data = hub.corrupt.get(file, files[file])
+                    headers = {"X-Repo-Commit": commit, "ETag": f'"{hub.etag(file, commit)}"',
                                "Content-Type": "application/octet-stream"}  # fmt: skip
                     return self._send(200, data, headers, body)
                 return self._missing("RepoNotFound", body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import keyword
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,8 @@ def _taggable(type_token: str) -> bool:
     """Whether the pulumi-aws resource class for ``type_token`` accepts ``tags``."""
     package, module_path, _ = type_token.split(":")
     module_name, class_name = module_path.split("/")[0], type_token.split(":")[2]
+    if keyword.iskeyword(module_name):  # `lambda` is `pulumi_aws.lambda_` in Python
+        module_name += "_"
     module = importlib.import_module(f"pulumi_{package}.{module_name}" if module_name != "index" else f"pulumi_{package}")
     cls = getattr(module, class_name)
     return "tags" in inspect.signature(cls._internal_init).parameters
@@ -133,6 +136,7 @@ def test_taggable_detection_is_right_both_ways():
     assert _taggable("aws:ec2/vpc:Vpc")
     assert not _taggable("aws:ec2/route:Route")
     assert not _taggable("aws:iam/rolePolicy:RolePolicy")
+    assert _taggable("aws:lambda/function:Function")
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -26,7 +26,7 @@ from components.inference import manifests
 from components.tagging import TagContext, resource_name
 
 __all__ = ["InferenceImage", "InferenceImageArgs", "ModelServing", "ModelServingArgs", "deploy_models",
-           "jwt_key_material", "serving_targets"]
+           "jwt_key_material", "private_cloud_provider", "serving_targets"]
 
 BUILD_PLATFORM = "linux/amd64"
 
@@ -254,6 +254,7 @@ def jwt_key_material(config: PlatformConfig) -> str | None:
 
 def deploy_models(config: PlatformConfig, tags: TagContext, provider: aws.Provider, project_root: Path,
                   eks_provider: k8s.Provider, oidc_provider_arn: pulumi.Input[str], oidc_issuer: pulumi.Input[str],
+                  private_cloud_provider: k8s.Provider | None = None,
                   ) -> tuple[InferenceImage, dict[str, ModelServing]]:  # fmt: skip
     """The image, built once per variant the stack deploys, and the model servers on each
     cluster that has deployments: EKS, and the private cloud when configured."""
@@ -265,10 +266,8 @@ def deploy_models(config: PlatformConfig, tags: TagContext, provider: aws.Provid
         tags=tags, provider=provider,
     )  # fmt: skip
     k8s_providers = {"eks": eks_provider}
-    if config.private_cloud is not None:
-        k8s_providers["privateCloud"] = k8s.Provider(
-            "private-cloud", kubeconfig=pulumi.Output.secret(config.private_cloud.kubeconfig.get_secret_value())
-        )
+    if private_cloud_provider is not None:
+        k8s_providers["privateCloud"] = private_cloud_provider
     irsa = {"eks": (oidc_provider_arn, oidc_issuer)}  # IRSA exists on EKS only
     serving = {}
     for target_name, target in serving_targets(config).items():
@@ -284,3 +283,11 @@ def deploy_models(config: PlatformConfig, tags: TagContext, provider: aws.Provid
             tags=tags, provider=provider,
         )  # fmt: skip
     return image, serving
+
+
+def private_cloud_provider(config: PlatformConfig) -> k8s.Provider | None:
+    """The private cloud's Kubernetes provider, from the kubeconfig secret, when one is configured."""
+    if config.private_cloud is None:
+        return None
+    kubeconfig = pulumi.Output.secret(config.private_cloud.kubeconfig.get_secret_value())
+    return k8s.Provider("private-cloud", kubeconfig=kubeconfig)

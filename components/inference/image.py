@@ -12,6 +12,7 @@ from pathlib import Path
 IMAGE_DIR = "inference_image"
 VERSION_FILE = f"{IMAGE_DIR}/VERSION"  # the one source: the server's package version reads it too
 REVISION_OVERRIDE_ENV = "PLATFORM_IMAGE_REVISION"
+UNCOMMITTED = "0000000"  # the source id of a directory HEAD does not have yet
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -22,7 +23,7 @@ class ImageSourceError(Exception):
 
 @dataclass(frozen=True)
 class SourceRevision:
-    """The git object id of ``inference_image/`` at HEAD, and whether the working copy differs.
+    """The git object id of an image's source directory at HEAD, and whether the working copy differs.
 
     A tree id, not a commit: every commit that leaves the image source unchanged has the same
     one (infra-only commits don't rebuild or re-push), and it is the same in shallow and full
@@ -44,7 +45,7 @@ def read_version(root: Path) -> str:
     return version
 
 
-def source_revision(root: Path) -> SourceRevision:
+def source_revision(root: Path, directory: str = IMAGE_DIR) -> SourceRevision:
     override = os.environ.get(REVISION_OVERRIDE_ENV)
     if override:
         if not re.fullmatch(r"[0-9a-f]{7,40}", override):
@@ -61,8 +62,13 @@ def source_revision(root: Path) -> SourceRevision:
         return result.stdout.strip()
 
     try:
-        tree = git("rev-parse", "--short=7", f"HEAD:{IMAGE_DIR}")
-        dirty = bool(git("status", "--porcelain", "--", IMAGE_DIR))
+        dirty = bool(git("status", "--porcelain", "--", directory))
+        try:
+            tree = git("rev-parse", "--short=7", f"HEAD:{directory}")
+        except ImageSourceError:
+            if not dirty:
+                raise
+            return SourceRevision(UNCOMMITTED, dirty=True)  # a new directory, not committed yet
     except FileNotFoundError as exc:  # no git binary
         raise ImageSourceError(f"git is not installed; set {REVISION_OVERRIDE_ENV} to the image source id") from exc
     return SourceRevision(tree, dirty)
