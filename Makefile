@@ -39,12 +39,13 @@ docs: $(STAMP)
 	$(BIN)/python -m platformctl.reference --write-readme README.md
 	$(BIN)/python -m platformctl.reference --write-pulumi-yaml Pulumi.yaml
 
-## Benchmarks (results recorded in docs/benchmarks.md): offline plan, batching cores, serving vs peers
+## Benchmarks (results in docs/): offline plan, batching cores, serving vs peers, model mirror
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/plan_bench.py
 	$(BIN)/python bench/batching_eval.py
 	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python bench/mirror_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis plan-*.json

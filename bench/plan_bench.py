@@ -26,14 +26,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 5.0
 FLOOR = """
-import importlib, json, sys
-import components.eks, components.gpu, components.network
+import importlib, json, keyword, sys
+import components.eks, components.gpu, components.inference, components.mirror.component, components.network
 for token in json.load(open(sys.argv[1])):
     package, module, name = token.split(":")
     module = module.split("/")[0]
+    module = module + "_" if keyword.iskeyword(module) else module  # pulumi_aws.lambda_
     path = f"pulumi_{package}" + ("" if module == "index" else "." + module.replace("/", "."))
     if package == "kubernetes":
-        path = "pulumi_kubernetes." + token.split(":")[1].replace("/", ".").replace("helm.sh", "helm")
+        group, _, version = token.split(":")[1].rpartition("/")
+        path = f"pulumi_kubernetes.{group.split('.')[0] or 'core'}.{version}"  # networking.k8s.io -> networking
+        try:
+            getattr(importlib.import_module(path), name)
+        except (ImportError, AttributeError):  # a custom resource kind (monitoring.coreos.com/v1)
+            path, name = "pulumi_kubernetes.apiextensions", "CustomResource"
+    if package == "docker-build":
+        path = "pulumi_docker_build"
     getattr(importlib.import_module(path), name)
 """
 

@@ -207,3 +207,13 @@ def test_bad_names_never_reach_the_bucket(store):
             check_path(bad)
     with pytest.raises(LayoutError):
         sync_revision(store, "not-a-repo", "main", upstream="http://127.0.0.1:9")
+
+
+def test_a_commit_asked_for_before_it_is_published_is_served_once_it_is(upstream, store, serve, tmp_path):
+    hub, upstream_url = upstream
+    mirror = serve()
+    missing = httpx.get(f"{mirror}/api/models/{REPO}/revision/{COMMIT_1}")
+    assert missing.status_code == 404 and missing.headers["cache-control"] == "no-store"
+    sync_revision(store, REPO, COMMIT_1, upstream=upstream_url)
+    assert httpx.get(f"{mirror}/api/models/{REPO}/revision/{COMMIT_1}").json()["sha"] == COMMIT_1
+    assert store.ref(REPO, "main") is None  # synced by commit: no name was published

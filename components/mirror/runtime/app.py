@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from functools import lru_cache
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
@@ -79,16 +78,29 @@ def _tree_ids(manifest: RevisionManifest) -> dict[str, str]:
 def create_app(store: MirrorStore, public_url: str | None = None, page_size: int = TREE_PAGE) -> Starlette:
     """``public_url``: the mirror's address as clients see it (for pagination links behind a CDN)."""
 
-    @lru_cache(maxsize=256)
-    def manifest_at(repo: str, commit: str) -> RevisionManifest | None:  # commits are immutable
-        return store.manifest(repo, commit)
+    published: dict[tuple[str, str], RevisionManifest] = {}
+
+    def manifest_at(repo: str, commit: str) -> RevisionManifest | None:
+        """Published revisions never change, so they are kept; a miss is asked again next time."""
+        key = (repo, commit)
+        if key not in published:
+            manifest = store.manifest(repo, commit)
+            if manifest is None:
+                return None
+            if len(published) >= 256:
+                published.pop(next(iter(published)))
+            published[key] = manifest
+        return published[key]
 
     def resolve(repo: str, revision: str) -> tuple[RevisionManifest | None, Response | None, str]:
         try:
             check_repo(repo)
-            check_ref(revision)
         except LayoutError as exc:
             return None, _error(404, "RepoNotFound", str(exc)), ""
+        try:
+            check_ref(revision)
+        except LayoutError as exc:
+            return None, _error(404, "RevisionNotFound", str(exc)), ""
         if COMMIT.fullmatch(revision):
             manifest, cache = manifest_at(repo, revision), IMMUTABLE
         else:

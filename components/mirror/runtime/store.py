@@ -65,7 +65,9 @@ class MirrorStore:
             body, self.bucket, blob_key(sha256),
             ExtraArgs={"ContentType": "application/octet-stream",
                        "CacheControl": "public, max-age=31536000, immutable"},
-            Config=TransferConfig(multipart_chunksize=16 * 1024 * 1024, max_concurrency=4),
+            # Parts in flight bound the memory: 2 x 8 MiB per file, whatever its size.
+            Config=TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024,
+                                  max_concurrency=2),
         )  # fmt: skip
 
     def open_blob(self, sha256: str, byte_range: str | None = None) -> BlobBody | None:
