@@ -869,9 +869,23 @@ class PlatformConfig(ConfigModel):
                                      f"needs GPUs but {deployment.target} has no GPU capacity: {capacity}"))  # fmt: skip
         if self.mirror is not None and self.mirror.private_cloud is not None and self.private_cloud is None:
             problems.append((("mirror", "privateCloud"), "(set)", "needs platform:privateCloud (the cluster to run it on)"))
+        problems.extend(self._download_egress())
         auth = self.inference.auth
         if auth is not None and auth.algorithm == "HS256" and self.inference_jwt_secret is None:
             problems.append((("inferenceJwtSecret",), None, "is required for inference.auth.algorithm HS256"))
+        return problems
+
+    def _download_egress(self) -> list[tuple[tuple[str | int, ...], Any, str]]:
+        """Servers that download through the mirror need a way out to it (NetworkPolicy egress)."""
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+        downloading = {d.target for d in self.inference.deployments if d.model_id}
+        if "eks" in downloading and not self.inference.egress_cidrs:
+            problems.append((("inference", "egressCidrs"), [], "must list the mirror's addresses: EKS deployments "
+                             f"download from {self.inference.hf_endpoint} and the NetworkPolicy allows HTTPS only "
+                             "to the VPC and these (0.0.0.0/0 for a CloudFront mirror, whose addresses vary)"))  # fmt: skip
+        if "privateCloud" in downloading and self.private_cloud is not None and not self.private_cloud.egress_cidrs:
+            problems.append((("privateCloud", "egressCidrs"), [], "must list the mirror's addresses: private-cloud "
+                             f"deployments download from {self.inference.hf_endpoint}"))  # fmt: skip
         return problems
 
     @property

@@ -453,3 +453,19 @@ def test_examples_plan_from_the_cli():
                             cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "serving-privatecloud" in result.stdout
+
+
+def test_downloading_servers_need_egress_to_the_mirror():
+    model = {"name": "m", "modelId": "a/b", "revision": "a" * 40, "variant": "cpu", "gpus": 0}
+    raw, keys = _raw("dev", inference={"auth": AUTH, "hfEndpoint": "https://models.example.com", "deployments": [model]})
+    assert ("platform:inference.egressCidrs = []: must list the mirror's addresses: EKS deployments download from "
+            "https://models.example.com") in _problems(raw, keys)
+    raw, keys = _raw("dev", inference={"auth": AUTH, "hfEndpoint": "https://models.example.com",
+                                       "egressCidrs": ["0.0.0.0/0"], "deployments": [model]})  # fmt: skip
+    parse_config(raw, keys, "stacks/Pulumi.dev.yaml")  # accepted
+
+
+@pytest.mark.parametrize("stack", ALL)
+def test_servers_get_no_kubernetes_api_token(all_plans, stack):
+    for resource in _deployments(all_plans[stack]):
+        assert resource.inputs["spec"]["template"]["spec"]["automountServiceAccountToken"] is False

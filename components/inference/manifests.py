@@ -183,7 +183,8 @@ def deployment_manifest(deployment: ModelDeploymentConfig, config: InferenceConf
     spread_labels = {"matchLabels": selector(deployment.name)}
     pod_spec: dict[str, Any] = {
         "serviceAccountName": SERVICE_ACCOUNT,
-        "automountServiceAccountToken": target.name == "eks",  # IRSA's projected token needs it on EKS
+        # The server never calls the Kubernetes API; IRSA's webhook projects its own token volume.
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": termination_grace_seconds(deployment),
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
                             "seccompProfile": {"type": "RuntimeDefault"}},  # fmt: skip
