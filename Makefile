@@ -38,6 +38,7 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m platformctl.reference --write-readme README.md
 	$(BIN)/python -m platformctl.reference --write-pulumi-yaml Pulumi.yaml
+	$(BIN)/platformctl cost readme --write README.md
 
 ## Benchmarks (results in docs/): offline plan, batching cores, serving vs peers, model mirror
 bench: $(STAMP)
@@ -46,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/batching_eval.py
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python bench/mirror_bench.py
+	$(BIN)/python bench/cost_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis plan-*.json

@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import load_platform_config
+from components.cost.component import CostGuardrails, CostGuardrailsArgs
 from components.eks import EksCluster, EksClusterArgs
 from components.gpu import CapacityPool, CapacityPoolArgs
 from components.inference import deploy_models, private_cloud_provider
@@ -85,6 +86,15 @@ if config.mirror is not None:
         provider=aws_provider,
     )
     pulumi.export("modelMirrorUrl", mirror.public_url)
+if config.cost is not None:
+    cost = CostGuardrails(
+        "cost",
+        CostGuardrailsArgs(config=config.cost, environment=config.environment, region=config.aws.region,
+                           name_prefix=f"{tags.project}-{config.environment}"),  # fmt: skip
+        tags=tags,
+        provider=aws_provider,
+    )
+    pulumi.export("costLedgerBucket", cost.ledger_bucket.bucket)
 
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)

