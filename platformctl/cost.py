@@ -185,3 +185,91 @@ def prices_refresh(
     path.write_text(json.dumps(catalog, indent=2) + "\n", encoding="utf-8")
     for instance_type, (old, new) in changes.items():
         sys.stdout.write(f"{instance_type}: {old} -> {new} USD/h\n")
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    xlsx = "xlsx"
+    json = "json"
+    md = "md"
+
+
+@app.command("report")
+def report_command(
+    period: Annotated[str, typer.Option(help="Month, YYYY-MM.")],
+    group_by: Annotated[str, typer.Option(help="One or two allocation tag keys, comma-separated.")] = "environment,component",
+    granularity: Annotated[str, typer.Option(help="DAILY or MONTHLY.")] = "DAILY",
+    format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Required for xlsx.")] = None,
+    chart: Annotated[Path | None, typer.Option(help="PNG: stacked daily spend by the last group-by key.")] = None,
+    ledger_bucket: Annotated[str | None, typer.Option(envvar="COST_LEDGER_BUCKET",
+                                                      help="Compare each stack's recorded estimate with its spend.")] = None,  # fmt: skip
+    forecast: Annotated[bool, typer.Option(help="Forecast the rest of the month (Cost Explorer).")] = True,
+) -> None:
+    """Actual spend from Cost Explorer by allocation tag, spot savings, estimate against actual."""
+    from datetime import date
+
+    from components.cost.estimate import load_catalog
+    from components.cost.report import (
+        ReportError, add_forecast, build_report, cost_explorer, report_json, to_chart, to_csv, to_markdown, to_xlsx,
+    )  # fmt: skip
+
+    if format is ReportFormat.xlsx and output is None:
+        err.print("[red]error:[/] --format xlsx needs --output FILE.xlsx")
+        raise typer.Exit(2)
+    keys = [k.strip() for k in group_by.split(",") if k.strip()]
+    prices = {name: entry["usdPerHour"] for name, entry in load_catalog()["instances"].items()}
+    try:
+        ce = cost_explorer()
+        ledger = _latest_ledger(ledger_bucket, period) if ledger_bucket else None
+        report = build_report(ce, period, keys, granularity.upper(), prices, ledger)
+        if forecast:
+            add_forecast(ce, report, date.today())
+    except ReportError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2 if str(exc).startswith(("--period", "--group-by", "--granularity")) else 1) from None
+    if not report.rows:
+        err.print(f"no cost data for {period} grouped by {', '.join(keys)} (is Cost Explorer enabled, and are the "
+                  "tags activated as cost allocation tags?)", soft_wrap=True)  # fmt: skip
+    if chart is not None:
+        to_chart(report, chart, keys[-1])
+    if format is ReportFormat.xlsx:
+        assert output is not None
+        to_xlsx(report, output)
+        return
+    if format is ReportFormat.table:
+        table = Table(*keys, "amortized USD", "unblended USD", title=f"Spend {period}")
+        from components.cost.report import _summary
+
+        for row in _summary(report):
+            table.add_row(*row)
+        console = Console(width=200) if not sys.stdout.isatty() else Console()
+        console.print(table)
+        console.print(f"total unblended ${report.totals['UnblendedCost']:,.2f}; by purchase type: "
+                      + ", ".join(f"{k} ${v:,.2f}" for k, v in sorted(report.by_purchase_type.items())), soft_wrap=True)
+        return
+    text = {ReportFormat.csv: to_csv, ReportFormat.json: report_json, ReportFormat.md: to_markdown}[format](report)
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def _latest_ledger(bucket: str, period: str) -> dict[str, dict]:
+    """Each stack's last estimate recorded before the period ended."""
+    import boto3
+
+    from components.cost.ledger import LEDGER_PREFIX, read_ledger
+    from components.cost.report import period_bounds
+
+    s3 = boto3.client("s3")
+    _, end = period_bounds(period)
+    stacks = {key.split("/")[1] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{LEDGER_PREFIX}/")
+              for key in (item["Key"] for item in page.get("Contents", []))}  # fmt: skip
+    latest = {}
+    for stack in sorted(stacks):
+        entries = [e for e in read_ledger(s3, bucket, stack) if e["recordedAt"] < end]
+        if entries:
+            latest[stack] = entries[-1]
+    return latest

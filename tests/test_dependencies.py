@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 from .conftest import ROOT
 
@@ -43,16 +44,42 @@ def test_every_module_the_program_imports_is_a_declared_requirement():
 
     declared = {normalized(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]) for r in _requirements()}
     distributions = packages_distributions()
+
+    def module_file(name: str) -> Path | None:
+        base = ROOT / Path(*name.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    # What `pulumi up` runs: __main__.py and every repo module it reaches (operator tools and
+    # image runtimes under components/ have their own requirements and are not reached).
     imported: set[str] = set()
-    # components/*/runtime/ ships in images with its own pinned requirements, not in the program.
-    program = [p for p in (ROOT / "components").rglob("*.py") if "runtime" not in p.relative_to(ROOT).parts]
-    for path in [ROOT / "__main__.py", *program]:
+    seen: set[Path] = set()
+    queue = [ROOT / "__main__.py"]
+    while queue:
+        path = queue.pop()
+        if path in seen:
+            continue
+        seen.add(path)
         for node in ast.walk(ast.parse(path.read_text())):
+            names = []
             if isinstance(node, ast.Import):
-                imported |= {alias.name.split(".")[0] for alias in node.names}
+                names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                imported.add(node.module.split(".")[0])
-    third_party = imported - set(sys.stdlib_module_names) - {"components", "__future__"}
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            for name in names:
+                if name.split(".")[0] == "components":
+                    parts = name.split(".")
+                    for depth in range(1, len(parts) + 1):  # packages' __init__ run too
+                        found = module_file(".".join(parts[:depth]))
+                        if found is not None:
+                            queue.append(found)
+                else:
+                    imported.add(name.split(".")[0])
+    assert ROOT / "components" / "cost" / "component.py" in seen  # the walk follows the program
+    assert ROOT / "components" / "cost" / "report.py" not in seen
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
     assert "pulumi_docker_build" in third_party  # the check sees real imports
     missing = {module: distributions.get(module) for module in third_party
                if not {normalized(d) for d in distributions.get(module, [module])} & declared}  # fmt: skip
