@@ -29,46 +29,8 @@ def gpu_toleration() -> dict[str, str]:
     return {"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}
 
 
-def pod_scheduling(tier: Market) -> dict[str, Any]:
-    """Pod-spec fragment (affinity + tolerations) for the replicas of one tier.
-
-    ``reserved`` tier: the first N replicas (N = reserved nodes), preferring reserved
-    nodes. ``spot`` tier: the burst replicas, preferring spot nodes. Both require a GPU
-    node and tolerate the GPU taint.
-    """
-    preferred = tier
-    return {
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {"matchExpressions": [{"key": GPU_NODE_LABEL, "operator": "In", "values": ["true"]}]}
-                    ]
-                },
-                "preferredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "weight": 100,
-                        "preference": {
-                            "matchExpressions": [
-                                {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": [preferred]}
-                            ]
-                        },
-                    }
-                ],
-            }
-        },
-        "tolerations": [gpu_toleration()],
-    }
-
-
-def serving_pod_scheduling() -> dict[str, Any]:
-    """Pod-spec fragment for one Deployment that fills the reserved floor first, then bursts to spot.
-
-    Both tiers in one Deployment (one HPA, one PDB): the scheduler scores reserved nodes far
-    above spot ones, so replicas land on reserved capacity while it has free GPUs and on spot
-    after; on scale-down the ReplicaSet removes the newest pods first, which are the burst ones.
-    Preferences, not requirements, as in :func:`pod_scheduling`.
-    """
+def _gpu_pod(preferences: list[tuple[Market, int]]) -> dict[str, Any]:
+    """Require a GPU node, prefer capacity types by weight, tolerate the GPU taint."""
     return {
         "affinity": {
             "nodeAffinity": {
@@ -80,7 +42,7 @@ def serving_pod_scheduling() -> dict[str, Any]:
                 "preferredDuringSchedulingIgnoredDuringExecution": [
                     {"weight": weight,
                      "preference": {"matchExpressions": [{"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": [tier]}]}}
-                    for tier, weight in (("reserved", 100), ("spot", 10))
+                    for tier, weight in preferences
                 ],  # fmt: skip
             }
         },
@@ -88,18 +50,25 @@ def serving_pod_scheduling() -> dict[str, Any]:
     }
 
 
-# GPUs per instance for the multi-GPU sizes; every other size of a GPU family has one.
-_MULTI_GPU = {
-    "g4dn.12xlarge": 4, "g4dn.metal": 8, "g5.12xlarge": 4, "g5.24xlarge": 4, "g5.48xlarge": 8,
-    "g6.12xlarge": 4, "g6.24xlarge": 4, "g6.48xlarge": 8, "g6e.12xlarge": 4, "g6e.24xlarge": 4,
-    "g6e.48xlarge": 8, "gr6.8xlarge": 1, "p3.8xlarge": 4, "p3.16xlarge": 8, "p3dn.24xlarge": 8,
-    "p4d.24xlarge": 8, "p4de.24xlarge": 8, "p5.48xlarge": 8, "p5e.48xlarge": 8, "p5en.48xlarge": 8,
-    "p6-b200.48xlarge": 8,
-}  # fmt: skip
+def pod_scheduling(tier: Market) -> dict[str, Any]:
+    """Pod-spec fragment (affinity + tolerations) for the replicas of one tier.
+
+    ``reserved`` tier: the first N replicas (N = reserved nodes), preferring reserved
+    nodes. ``spot`` tier: the burst replicas, preferring spot nodes. Both require a GPU
+    node and tolerate the GPU taint.
+    """
+    return _gpu_pod([(tier, 100)])
 
 
-def gpus_per_instance(instance_type: str) -> int:
-    return _MULTI_GPU.get(instance_type, 1)
+def serving_pod_scheduling() -> dict[str, Any]:
+    """Pod-spec fragment for one Deployment that fills the reserved floor first, then bursts to spot.
+
+    Both tiers in one Deployment (one HPA, one PDB): the scheduler scores reserved nodes far
+    above spot ones, so replicas land on reserved capacity while it has free GPUs and on spot
+    after; on scale-down the ReplicaSet removes the newest pods first, which are the burst ones.
+    Preferences, not requirements, as in :func:`pod_scheduling`.
+    """
+    return _gpu_pod([("reserved", 100), ("spot", 10)])
 
 
 def split_replicas(total: int, reserved_nodes: int, gpus_per_replica: int = 1, gpus_per_node: int = 1) -> dict[str, int]:

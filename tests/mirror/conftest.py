@@ -39,12 +39,16 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}  # fmt: skip
 
 
-@pytest.fixture
-def upstream(model_files: dict[str, bytes]) -> Iterator[tuple[FakeHub, str]]:
-    hub = FakeHub(REPO, COMMIT_1, dict(model_files))
+def _hub(repo: str, files: dict[str, bytes]) -> Iterator[tuple[FakeHub, str]]:
+    hub = FakeHub(repo, COMMIT_1, dict(files))
     url = hub.start()
     yield hub, url
     hub.stop()
+
+
+@pytest.fixture
+def upstream(model_files: dict[str, bytes]) -> Iterator[tuple[FakeHub, str]]:
+    yield from _hub(REPO, model_files)
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +117,4 @@ def demo_files_hub(model_files: dict[str, bytes]) -> Iterator[tuple[FakeHub, str
     """The demo model as the inference server names it, on a loopback upstream."""
     from inference_server.demo import DEMO_MODEL_ID
 
-    hub = FakeHub(DEMO_MODEL_ID, COMMIT_1, dict(model_files))
-    url = hub.start()
-    yield hub, url
-    hub.stop()
+    yield from _hub(DEMO_MODEL_ID, model_files)
