@@ -181,8 +181,8 @@ def sync_cronjob(config: MirrorConfig, image: Any, bucket: Any, upstream: str) -
     return _cronjob("mirror-sync", config, _sync_pod(config, image, env, upstream, SYNC_SERVICE_ACCOUNT))
 
 
-def sync_network_policy() -> dict[str, Any]:
-    """Sync pods: no ingress; egress DNS and HTTPS (upstream and S3)."""
+def sync_network_policy(extra_ports: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Sync pods: no ingress; egress DNS and HTTPS (upstream and S3), plus a store's own port."""
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "mirror-sync", "namespace": NAMESPACE, "labels": _LABELS},
@@ -193,7 +193,7 @@ def sync_network_policy() -> dict[str, Any]:
                 {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
                  "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                {"ports": [{"protocol": "TCP", "port": 443}]},
+                {"ports": [{"protocol": "TCP", "port": port} for port in sorted({443, *extra_ports})]},
             ],
         },
     }  # fmt: skip
@@ -250,4 +250,10 @@ def private_cloud_objects(config: MirrorConfig, image: Any, aws_mirror_url: str)
                  "ingress": [{"ports": [{"protocol": "TCP", "port": APP_PORT}]}]},
     }  # fmt: skip
     sync = _cronjob("mirror-sync", config, _sync_pod(config, image, env, aws_mirror_url, None))
-    return [deployment, service, app_policy, sync, {**sync_network_policy()}]
+    endpoint = urlparse(onprem.s3_endpoint)
+    store_port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    # The app reads the on-prem store too: its egress is DNS and the store's port.
+    app_egress = sync_network_policy((store_port,))
+    app_policy["spec"]["policyTypes"] = ["Ingress", "Egress"]
+    app_policy["spec"]["egress"] = app_egress["spec"]["egress"]
+    return [deployment, service, app_policy, sync, sync_network_policy((store_port,))]

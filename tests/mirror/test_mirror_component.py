@@ -158,3 +158,16 @@ def test_mirror_config_mistakes_name_their_keys():
         with pytest.raises(ConfigError) as caught:
             parse_config({**raw, "platform:mirror": json.dumps(value)}, keys, "stacks/Pulumi.staging.yaml")
         assert expected in str(caught.value), str(caught.value)
+
+
+def test_on_prem_pods_may_reach_a_store_on_its_own_port():
+    from components.config import MirrorConfig
+
+    config = MirrorConfig(domain_name="models.example.com",
+                          certificate_arn="arn:aws:acm:us-east-1:111122223333:certificate/x",
+                          private_cloud={"bucket": "models", "s3Endpoint": "http://minio.storage:9000",
+                                         "credentialsSecret": "minio"})  # fmt: skip
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in policies.private_cloud_objects(config, "img", "https://m")}
+    for name in ("mirror", "mirror-sync"):
+        egress = objects[("NetworkPolicy", name)]["spec"]["egress"]
+        assert {p["port"] for p in egress[-1]["ports"]} == {443, 9000}
