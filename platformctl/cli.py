@@ -49,6 +49,10 @@ def plan(
         Path | None,
         typer.Option("--stacks-dir", help="Read Pulumi.<stack>.yaml from here instead (e.g. examples/stacks)."),
     ] = None,
+    policy_pack: Annotated[
+        Path | None,
+        typer.Option("--policy-pack", help="Also run this policy pack over the plan (as `pulumi preview --policy-pack`)."),
+    ] = None,
 ) -> None:
     """Offline plan of a stack: every resource the program declares, with no cloud and no CLI."""
     from components.config import ConfigError
@@ -72,6 +76,9 @@ def plan(
         )
         raise typer.Exit(EXIT_PROGRAM) from None
 
+    if policy_pack is not None:
+        _enforce_policies(policy_pack, result, stack)
+        return
     if format is PlanFormat.json:
         text = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
         if output:
@@ -84,6 +91,38 @@ def plan(
             render_text(result, Console(file=handle, width=160, no_color=True))
     else:
         render_text(result, Console(width=max(Console().width, 120)))
+
+
+EXIT_POLICY = 3  # a mandatory policy is violated
+
+
+def _enforce_policies(pack_dir: Path, result, stack: str) -> None:
+    """Violations grouped by enforcement and severity, each with the resource and the fix."""
+    from platformctl.policy import PolicyPackError, check_plan
+
+    try:
+        violations = check_plan(pack_dir.resolve(), result)
+    except PolicyPackError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(EXIT_PROGRAM) from None
+    out = Console(width=max(Console().width, 160), soft_wrap=True)
+    mandatory = [v for v in violations if v.enforcement == "mandatory"]
+    for severity in ("critical", "high", "medium", "low", ""):
+        group = sorted((v for v in violations if v.severity == severity),
+                       key=lambda v: (v.enforcement != "mandatory", v.policy, v.urn))  # fmt: skip
+        if not group:
+            continue
+        out.print(f"[bold]{severity or 'unspecified'}[/] ({len(group)})")
+        for v in group:
+            resource = v.urn.rsplit("::", 1)[-1] if v.urn else "(stack)"
+            message = v.message.split("\n", 1)[-1]
+            out.print(f"  {v.enforcement}: {v.policy}: {escape(resource)}: {escape(message)}", highlight=False)
+            if v.remediation and v.enforcement == "mandatory":
+                out.print(f"      fix: {escape(v.remediation)}", highlight=False)
+    out.print(f"policy pack {pack_dir}: stack {stack}: {len(mandatory)} mandatory, "
+              f"{len(violations) - len(mandatory)} advisory")  # fmt: skip
+    if mandatory:
+        raise typer.Exit(EXIT_POLICY)
 
 
 @config_app.command("reference")

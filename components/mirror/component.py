@@ -255,6 +255,7 @@ class ModelMirror(PlatformComponent):
         for manifest in policies.private_cloud_objects(args.config, image_ref, self.public_url):
             kind = manifest["kind"]
             resource = {"Deployment": k8s.apps.v1.Deployment, "Service": k8s.core.v1.Service,
-                        "CronJob": k8s.batch.v1.CronJob, "NetworkPolicy": k8s.networking.v1.NetworkPolicy}[kind]  # fmt: skip
+                        "CronJob": k8s.batch.v1.CronJob, "NetworkPolicy": k8s.networking.v1.NetworkPolicy,
+                        "PodDisruptionBudget": k8s.policy.v1.PodDisruptionBudget}[kind]  # fmt: skip
             resource(self.child_name(f"onprem-{manifest['metadata']['name']}-{kind.lower()}"),
                      metadata=manifest["metadata"], spec=manifest["spec"], opts=after)  # fmt: skip

@@ -256,4 +256,10 @@ def private_cloud_objects(config: MirrorConfig, image: Any, aws_mirror_url: str)
     app_egress = sync_network_policy((store_port,))
     app_policy["spec"]["policyTypes"] = ["Ingress", "Egress"]
     app_policy["spec"]["egress"] = app_egress["spec"]["egress"]
-    return [deployment, service, app_policy, sync, sync_network_policy((store_port,))]
+    budget = {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "mirror", "namespace": NAMESPACE, "labels": app_labels},
+        # One replica may go at a time (node drains); a single replica may always be drained.
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": app_labels}},
+    }  # fmt: skip
+    return [deployment, service, app_policy, budget, sync, sync_network_policy((store_port,))]
