@@ -167,7 +167,8 @@ POLICIES = [
         description="Resources that take tags carry the cost allocation tags.",
         remediation_steps="Pass TagContext.tags(...) (components/tagging.py) to the resource.",
         validate=lambda args, report: [report(m) for m in rules.cost_tags(args.props)]
-        if args.resource_type.startswith("aws:") and "tags" in args.props else None),
+        if args.resource_type in rules.TAGGABLE_TYPES or (args.resource_type.startswith("aws:") and "tags" in args.props)
+        else None),
     ResourceValidationPolicy(
         name="gpu-types-allowed", severity=Severity.MEDIUM, enforcement_level=MANDATORY,
         description="GPU instance types come from the allowed list (policy config).",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -179,6 +180,12 @@ def workload_hardened(manifest: Mapping[str, Any]) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------- cost
+
+
+TAGGABLE_TYPES = frozenset(
+    line.strip() for line in (Path(__file__).parent / "taggable_types.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
 
 
 def cost_tags(props: Mapping[str, Any]) -> list[str]:

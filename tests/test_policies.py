@@ -116,6 +116,7 @@ CASES = [
      _one("kubernetes:apps/v1:DaemonSet", {**_pod([{**GOOD_CONTAINER, "resources": {}}]),
           "metadata": {"name": "nvidia-device-plugin", "namespace": "kube-system"}})),
     ("cost-tags", _one("aws:ec2/vpc:Vpc", {"tags": TAGS}), _one("aws:ec2/vpc:Vpc", {"tags": {"Name": "x"}})),
+    ("cost-tags", _one("aws:ec2/natGateway:NatGateway", {"tags": TAGS}), _one("aws:ec2/natGateway:NatGateway", {})),
     ("gpu-types-allowed", _one("aws:ec2/capacityReservation:CapacityReservation", {"instanceType": "g6.xlarge"}),
      _one("aws:ec2/capacityReservation:CapacityReservation", {"instanceType": "p5.48xlarge"})),
     ("gpu-groups-bounded-spot-is-spot", _one("aws:autoscaling/group:Group", SPOT_ASG),
@@ -193,3 +194,19 @@ def test_the_pack_is_a_python_pulumi_policy_pack_and_ci_passes_it_to_previews():
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "preview.yml").read_text())
     step = next(s for s in workflow["jobs"]["preview"]["steps"] if str(s.get("uses", "")).startswith("pulumi/actions"))
     assert step["with"]["policyPacks"] == "policies"
+
+
+def test_the_packs_taggable_list_matches_the_sdk_for_every_type_the_stacks_use(plans, project):
+    """The pack runs without pulumi-aws, so it carries the list; the SDK keeps it exact here."""
+    import sys
+
+    sys.path.insert(0, str(PACK))
+    try:
+        import rules
+    finally:
+        sys.path.remove(str(PACK))
+    from .test_plan import _taggable
+
+    hybrid = run_offline_plan(dataclasses.replace(project, stack_config_dir=ROOT / "examples" / "stacks"), "hybrid")
+    used = {r.type for plan in [*plans.values(), hybrid] for r in plan.resources if r.custom and r.type.startswith("aws:")}
+    assert {t for t in used if _taggable(t)} == rules.TAGGABLE_TYPES
