@@ -40,3 +40,71 @@ class PlatformComponent(pulumi.ComponentResource):
 
     def tags(self, name_suffix: str = "") -> dict[str, str]:
         return self._tag_context.tags(self._component, name_suffix)
+
+    # -- shared building blocks (one place for what several components declare) -----------
+
+    def private_bucket(self, suffix: str, bucket_name: str, versioned: bool = True, log_delivery: bool = False
+                       ) -> aws.s3.Bucket:  # fmt: skip
+        """An S3 bucket with public access blocked, SSE-S3 default encryption and owner-only objects.
+
+        ``log_delivery``: ACLs stay enabled (BucketOwnerPreferred), as CloudFront's standard
+        logs are written with an ACL grant to its log-delivery account.
+        """
+        bucket = aws.s3.Bucket(self.child_name(suffix), bucket=bucket_name, force_destroy=False,
+                               tags=self.tags(suffix), opts=self.child_opts())  # fmt: skip
+        aws.s3.BucketPublicAccessBlock(
+            self.child_name(suffix), bucket=bucket.id, block_public_acls=True, block_public_policy=True,
+            ignore_public_acls=True, restrict_public_buckets=True, opts=self.child_opts(),
+        )  # fmt: skip
+        aws.s3.BucketOwnershipControls(
+            self.child_name(suffix), bucket=bucket.id,
+            rule={"object_ownership": "BucketOwnerPreferred" if log_delivery else "BucketOwnerEnforced"},
+            opts=self.child_opts(),
+        )  # fmt: skip
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            self.child_name(suffix), bucket=bucket.id,
+            # SSE-S3: readers such as CloudFront (OAC) need no KMS key policy.
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}],
+            opts=self.child_opts(),
+        )  # fmt: skip
+        if versioned:
+            aws.s3.BucketVersioning(self.child_name(suffix), bucket=bucket.id,
+                                    versioning_configuration={"status": "Enabled"}, opts=self.child_opts())  # fmt: skip
+        return bucket
+
+    def pushed_image(self, suffix: str, repository: aws.ecr.Repository, context_dir: str,
+                     build_args: dict[str, str], tags: pulumi.Input[list[str]], build_on_preview: bool = True,
+                     cache_ref: pulumi.Input[str] | None = None) -> pulumi.Output[str]:  # fmt: skip
+        """Build ``context_dir`` for linux/amd64 with pulumi-docker-build, push it to ``repository``
+        with ``tags``, and return ``<repository>@sha256:<digest>``: what runs never follows a tag."""
+        import pulumi_docker_build as docker_build
+
+        from components.inference.image import pinned_ref
+
+        token = aws.ecr.get_authorization_token_output(registry_id=repository.registry_id,
+                                                       opts=pulumi.InvokeOutputOptions(provider=self._provider))  # fmt: skip
+        cache: dict[str, Any] = {}
+        if cache_ref is not None:
+            cache = {
+                "cache_from": [docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref))],
+                # image_manifest: what ECR accepts as a cache; ignore_error: a read-only preview
+                # role can't write the cache, which must not fail the preview.
+                "cache_to": [docker_build.CacheToArgs(registry=docker_build.CacheToRegistryArgs(
+                    ref=cache_ref, mode=docker_build.CacheMode.MAX, image_manifest=True, oci_media_types=True,
+                    ignore_error=True))],
+            }  # fmt: skip
+        built = docker_build.Image(
+            self.child_name(suffix),
+            context=docker_build.BuildContextArgs(location=f"./{context_dir}"),
+            dockerfile=docker_build.DockerfileArgs(location=f"./{context_dir}/Dockerfile"),
+            platforms=[docker_build.Platform.LINUX_AMD64],
+            build_args=build_args,
+            tags=tags,
+            push=True,
+            build_on_preview=build_on_preview,
+            registries=[docker_build.RegistryArgs(address=repository.repository_url.apply(lambda url: url.split("/", 1)[0]),
+                                                  username=token.user_name, password=token.password)],  # fmt: skip
+            **cache,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return pulumi.Output.all(repository.repository_url, built.digest).apply(lambda parts: pinned_ref(*parts))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from enum import StrEnum
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from components.mirror.runtime.cli import app as mirror_app
+from platformctl.common import EXIT_POLICY, EXIT_PROGRAM, fail, load_plan
 from platformctl.cost import app as cost_app
 
 app = typer.Typer(
@@ -26,10 +26,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(mirror_app, name="mirror")
 app.add_typer(cost_app, name="cost")
 
-err = Console(stderr=True)
-
-EXIT_CONFIG = 2  # the input (stack name, stack file) is wrong
-EXIT_PROGRAM = 1  # the program itself failed
 
 
 class PlanFormat(StrEnum):
@@ -55,27 +51,9 @@ def plan(
     ] = None,
 ) -> None:
     """Offline plan of a stack: every resource the program declares, with no cloud and no CLI."""
-    from components.config import ConfigError
-    from platformctl.offline import PlanError, run_offline_plan
-    from platformctl.project import ProjectError, find_project
     from platformctl.render import render_text
 
-    try:
-        project = find_project(project_dir)
-        if stacks_dir is not None:
-            project = dataclasses.replace(project, stack_config_dir=stacks_dir.resolve())
-        result = run_offline_plan(project, stack)
-    except (ProjectError, ConfigError) as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    except PlanError as exc:
-        err.print(
-            f"[red]error:[/] the program failed while planning stack {escape(stack)}: {escape(str(exc))}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(EXIT_PROGRAM) from None
-
+    result = load_plan(stack, project_dir, stacks_dir)
     if policy_pack is not None:
         _enforce_policies(policy_pack, result, stack)
         return
@@ -93,9 +71,6 @@ def plan(
         render_text(result, Console(width=max(Console().width, 120)))
 
 
-EXIT_POLICY = 3  # a mandatory policy is violated
-
-
 def _enforce_policies(pack_dir: Path, result, stack: str) -> None:
     """Violations grouped by enforcement and severity, each with the resource and the fix."""
     from platformctl.policy import PolicyPackError, check_plan
@@ -103,8 +78,7 @@ def _enforce_policies(pack_dir: Path, result, stack: str) -> None:
     try:
         violations = check_plan(pack_dir.resolve(), result)
     except PolicyPackError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(EXIT_PROGRAM) from None
+        raise fail(str(exc), EXIT_PROGRAM) from None
     out = Console(width=max(Console().width, 160), soft_wrap=True)
     mandatory = [v for v in violations if v.enforcement == "mandatory"]
     for severity in ("critical", "high", "medium", "low", ""):

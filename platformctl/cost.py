@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from enum import StrEnum
@@ -27,22 +26,9 @@ class Format(StrEnum):
 
 
 def _plan_json(stack: str, project_dir: Path | None, stacks_dir: Path | None) -> dict:
-    from components.config import ConfigError
-    from platformctl.offline import PlanError, run_offline_plan
-    from platformctl.project import ProjectError, find_project
+    from platformctl.common import load_plan
 
-    try:
-        project = find_project(project_dir)
-        if stacks_dir is not None:
-            project = dataclasses.replace(project, stack_config_dir=stacks_dir.resolve())
-        return run_offline_plan(project, stack).to_json()
-    except (ProjectError, ConfigError) as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except PlanError as exc:
-        err.print(f"[red]error:[/] the program failed while planning {escape(stack)}: {escape(str(exc))}",
-                  highlight=False, soft_wrap=True)  # fmt: skip
-        raise typer.Exit(1) from None
+    return load_plan(stack, project_dir, stacks_dir).to_json()
 
 
 def _estimate(plan: dict, usage_file: Path):

@@ -178,7 +178,8 @@ def test_every_policy_in_the_pack_is_proven_both_ways():
 
 
 def test_a_mandatory_violation_makes_the_plan_command_fail():
-    from platformctl.cli import EXIT_POLICY, _enforce_policies
+    from platformctl.cli import _enforce_policies
+    from platformctl.common import EXIT_POLICY
 
     bad = PlannedResource(urn="urn:pulumi:prod::p::aws:kms/key:Key::k", type="aws:kms/key:Key", name="k", parent=None,
                           provider=None, custom=True, inputs={"enableKeyRotation": False}, dependencies={})  # fmt: skip

@@ -115,19 +115,7 @@ class CostGuardrails(PlatformComponent):
 
     def _bucket(self, suffix: str, bucket_name: str, account_id: pulumi.Output[str], config: CostConfig, region: str,
                 exports: bool) -> aws.s3.Bucket:  # fmt: skip
-        bucket = aws.s3.Bucket(self.child_name(suffix), bucket=bucket_name, tags=self.tags(suffix), opts=self.child_opts())
-        aws.s3.BucketPublicAccessBlock(self.child_name(suffix), bucket=bucket.id, block_public_acls=True,
-                                       block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True,
-                                       opts=self.child_opts())  # fmt: skip
-        aws.s3.BucketOwnershipControls(self.child_name(suffix), bucket=bucket.id,
-                                       rule={"object_ownership": "BucketOwnerEnforced"}, opts=self.child_opts())  # fmt: skip
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            self.child_name(suffix), bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}],
-            opts=self.child_opts(),
-        )  # fmt: skip
-        aws.s3.BucketVersioning(self.child_name(suffix), bucket=bucket.id, versioning_configuration={"status": "Enabled"},
-                                opts=self.child_opts())  # fmt: skip
+        bucket = self.private_bucket(suffix, bucket_name)
         readers = list(config.finance_reader_arns)
         policy = pulumi.Output.all(bucket.arn, account_id).apply(
             lambda a: bucket_policy(a[0], readers, export_account=a[1] if exports else None, region=region))

@@ -15,7 +15,6 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_docker_build as docker_build
 import pulumi_kubernetes as k8s
 
 from components.base import PlatformComponent
@@ -75,35 +74,15 @@ class InferenceImage(PlatformComponent):
                 policy=image_identity.lifecycle_policy(config.keep_versions, config.untagged_expiry_days),
                 opts=self.child_opts(),
             )  # fmt: skip
-            token = aws.ecr.get_authorization_token_output(
-                registry_id=repository.registry_id, opts=pulumi.InvokeOutputOptions(provider=provider)
-            )
             cache_ref = cache.repository_url.apply(lambda url, v=variant: image_identity.cache_ref(url, v))
-            built = docker_build.Image(
-                self.child_name(variant),
-                context=docker_build.BuildContextArgs(location=f"./{image_identity.IMAGE_DIR}"),
-                dockerfile=docker_build.DockerfileArgs(location=f"./{image_identity.IMAGE_DIR}/Dockerfile"),
-                platforms=[docker_build.Platform.LINUX_AMD64],
-                build_args={"VARIANT": variant, "VERSION": self.version, "REVISION": self.revision.short_id,
-                            "SOURCE": config.source_url},  # fmt: skip
-                tags=repository.repository_url.apply(
-                    lambda url: image_identity.image_tags(url, self.version, self.revision)
-                ),
-                push=True,
-                build_on_preview=config.build_on_preview,
-                registries=[docker_build.RegistryArgs(
-                    address=repository.repository_url.apply(lambda url: url.split("/", 1)[0]),
-                    username=token.user_name, password=token.password)],  # fmt: skip
-                cache_from=[docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref))],
-                cache_to=[docker_build.CacheToArgs(registry=docker_build.CacheToRegistryArgs(
-                    ref=cache_ref, mode=docker_build.CacheMode.MAX, image_manifest=True, oci_media_types=True,
-                    ignore_error=True))],  # a read-only preview role can't write the cache; don't fail on it  # fmt: skip
-                opts=pulumi.ResourceOptions(parent=self),
-            )
             self.repository_urls[variant] = repository.repository_url
-            self.refs[variant] = pulumi.Output.all(repository.repository_url, built.digest).apply(
-                lambda parts: image_identity.pinned_ref(parts[0], parts[1])
-            )
+            self.refs[variant] = self.pushed_image(
+                variant, repository, image_identity.IMAGE_DIR,
+                build_args={"VARIANT": variant, "VERSION": self.version, "REVISION": self.revision.short_id,
+                            "SOURCE": config.source_url},
+                tags=repository.repository_url.apply(lambda url: image_identity.image_tags(url, self.version, self.revision)),
+                build_on_preview=config.build_on_preview, cache_ref=cache_ref,
+            )  # fmt: skip
         self.register_outputs({"version": self.version, "sourceRevision": self.revision.short_id,
                                "repositoryUrls": self.repository_urls, "refs": self.refs})  # fmt: skip
 

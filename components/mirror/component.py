@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_docker_build as docker_build
 import pulumi_kubernetes as k8s
 
 from components.base import PlatformComponent
@@ -57,8 +56,8 @@ class ModelMirror(PlatformComponent):
         config = args.config
         self.public_url = f"https://{config.domain_name}"
 
-        bucket = self._private_bucket("store", args.bucket_name, versioned=True)
-        logs = self._private_bucket("logs", f"{args.bucket_name}-logs", versioned=False, log_delivery=True)
+        bucket = self.private_bucket("store", args.bucket_name, versioned=True)
+        logs = self.private_bucket("logs", f"{args.bucket_name}-logs", versioned=False, log_delivery=True)
         aws.s3.BucketLifecycleConfiguration(
             self.child_name("logs"), bucket=logs.id,
             rules=[{"id": "expire-access-logs", "status": "Enabled", "filter": {"prefix": ""},
@@ -101,32 +100,6 @@ class ModelMirror(PlatformComponent):
 
     # -- storage -----------------------------------------------------------------------
 
-    def _private_bucket(self, suffix: str, bucket_name: str, versioned: bool, log_delivery: bool = False
-                        ) -> aws.s3.Bucket:  # fmt: skip
-        bucket = aws.s3.Bucket(self.child_name(suffix), bucket=bucket_name, force_destroy=False,
-                               tags=self.tags(suffix), opts=self.child_opts())  # fmt: skip
-        aws.s3.BucketPublicAccessBlock(
-            self.child_name(suffix), bucket=bucket.id, block_public_acls=True, block_public_policy=True,
-            ignore_public_acls=True, restrict_public_buckets=True, opts=self.child_opts(),
-        )  # fmt: skip
-        # CloudFront's standard logs are written with an ACL grant to its log delivery
-        # account, which needs ACLs enabled (BucketOwnerPreferred); everything else: owner only.
-        aws.s3.BucketOwnershipControls(
-            self.child_name(suffix), bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerPreferred" if log_delivery else "BucketOwnerEnforced"},
-            opts=self.child_opts(),
-        )  # fmt: skip
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            self.child_name(suffix), bucket=bucket.id,
-            # SSE-S3: CloudFront OAC reads it without a KMS key policy for every edge request.
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}],
-            opts=self.child_opts(),
-        )  # fmt: skip
-        if versioned:
-            aws.s3.BucketVersioning(self.child_name(suffix), bucket=bucket.id,
-                                    versioning_configuration={"status": "Enabled"}, opts=self.child_opts())  # fmt: skip
-        return bucket
-
     # -- image and origin --------------------------------------------------------------
 
     def _image(self, revision: image_identity.SourceRevision) -> pulumi.Output[str]:
@@ -137,24 +110,9 @@ class ModelMirror(PlatformComponent):
         )  # fmt: skip
         aws.ecr.LifecyclePolicy(self.child_name("image"), repository=repository.name,
                                 policy=image_identity.lifecycle_policy(20, 7), opts=self.child_opts())  # fmt: skip
-        token = aws.ecr.get_authorization_token_output(registry_id=repository.registry_id,
-                                                       opts=pulumi.InvokeOutputOptions(provider=self._provider))  # fmt: skip
         tag = f"{revision.short_id}-dirty" if revision.dirty else revision.short_id
-        built = docker_build.Image(
-            self.child_name("image"),
-            context=docker_build.BuildContextArgs(location=f"./{SOURCE_DIR}"),
-            dockerfile=docker_build.DockerfileArgs(location=f"./{SOURCE_DIR}/Dockerfile"),
-            platforms=[docker_build.Platform.LINUX_AMD64],
-            build_args={"REVISION": revision.short_id},
-            tags=[repository.repository_url.apply(lambda url: f"{url}:{tag}")],
-            push=True,
-            registries=[docker_build.RegistryArgs(address=repository.repository_url.apply(lambda u: u.split("/", 1)[0]),
-                                                  username=token.user_name, password=token.password)],  # fmt: skip
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        return pulumi.Output.all(repository.repository_url, built.digest).apply(
-            lambda parts: image_identity.pinned_ref(parts[0], parts[1])
-        )
+        return self.pushed_image("image", repository, SOURCE_DIR, build_args={"REVISION": revision.short_id},
+                                 tags=[repository.repository_url.apply(lambda url: f"{url}:{tag}")])  # fmt: skip
 
     def _origin(self, bucket: aws.s3.Bucket, image_ref: pulumi.Output[str]) -> pulumi.Output[str]:
         config = self._args.config

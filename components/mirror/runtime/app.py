@@ -79,6 +79,7 @@ def create_app(store: MirrorStore, public_url: str | None = None, page_size: int
     """``public_url``: the mirror's address as clients see it (for pagination links behind a CDN)."""
 
     published: dict[tuple[str, str], RevisionManifest] = {}
+    trees: dict[tuple[str, str], dict[str, str]] = {}  # directory git ids, computed once per revision
 
     def manifest_at(repo: str, commit: str) -> RevisionManifest | None:
         """Published revisions never change, so they are kept; a miss is asked again next time."""
@@ -88,7 +89,8 @@ def create_app(store: MirrorStore, public_url: str | None = None, page_size: int
             if manifest is None:
                 return None
             if len(published) >= 256:
-                published.pop(next(iter(published)))
+                trees.pop(oldest := next(iter(published)), None)
+                published.pop(oldest)
             published[key] = manifest
         return published[key]
 
@@ -145,7 +147,9 @@ def create_app(store: MirrorStore, public_url: str | None = None, page_size: int
         recursive = request.query_params.get("recursive", "").lower() in ("true", "1")
         entries: list[dict] = []
         directories: set[str] = set()
-        tree_ids = _tree_ids(manifest)
+        if (repo, manifest.commit) not in trees:
+            trees[(repo, manifest.commit)] = _tree_ids(manifest)
+        tree_ids = trees[(repo, manifest.commit)]
         if prefix and prefix not in tree_ids and manifest.file(prefix) is None:
             return _error(404, "EntryNotFound", f"{prefix} is not in {repo}@{manifest.commit}")
         for entry in manifest.files:
