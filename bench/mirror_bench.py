@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import boto3
-import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,18 +113,13 @@ def main() -> None:
         plain_down_s = time.perf_counter() - started
 
     # Downloads through the mirror app, as a client does.
-    from tests.mirror.conftest import free_port
+    from tests.loopback import free_port, wait_until_ok
 
     app_port = free_port()
     server = subprocess.Popen([PLATFORMCTL, "mirror", "serve", "--bucket", "mirror", "--port", str(app_port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{app_port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        wait_until_ok(f"http://127.0.0.1:{app_port}/healthz")
         from huggingface_hub import snapshot_download
 
         with tempfile.TemporaryDirectory() as cache:

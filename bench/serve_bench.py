@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,18 +35,15 @@ from pathlib import Path
 import httpx
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.loopback import free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 MAX_TOKENS = 16
 WORDS = "spot reserved capacity model mirror batch token stream latency queue gpu cluster".split()
 PROMPTS = [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(3 + i % 10)) for i in range(32)]
 # Enough requests per level that P99 is a percentile, not the single slowest request.
 REQUESTS = {1: 200, 8: 400, 32: 800}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import jwt
 import pytest
 
 from inference_server.demo import DEMO_MODEL_ID, build_demo_model
+from tests.loopback import free_port
 
 SECRET = "test-only-hs256-secret-with-enough-entropy-0123456789"
 AUDIENCE = "inference-api"
@@ -31,12 +31,6 @@ def token(**overrides: object) -> str:
 
 def auth_headers(**overrides: object) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(**overrides)}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import httpx
 import pytest
 import uvicorn
 
@@ -19,16 +16,11 @@ from components.mirror.runtime.store import MirrorStore
 from inference_server.demo import build_demo_model
 from inference_server.manifest import MANIFEST_NAME
 from tests.fake_hub import FakeHub
+from tests.loopback import free_port, wait_until_ok
 
 REPO = "platform/tiny-llama"
 COMMIT_1 = "1" * 40
 COMMIT_2 = "2" * 40
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +85,7 @@ def serve(store: MirrorStore) -> Iterator:
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.02)
+        wait_until_ok(f"{url}/healthz")
         servers.append((server, thread))
         return url
 

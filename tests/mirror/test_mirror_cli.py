@@ -6,14 +6,15 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from components.mirror.runtime.layout import blob_key
 
-from .conftest import COMMIT_1, REPO, free_port
+from tests.loopback import free_port, wait_until_ok
+
+from .conftest import COMMIT_1, REPO
 
 PLATFORMCTL = str(Path(sys.executable).parent / "platformctl")
 
@@ -46,12 +47,7 @@ def test_sync_ls_verify_and_serve_from_the_command_line(upstream, store, aws_env
     server = subprocess.Popen([PLATFORMCTL, "mirror", "serve", *bucket, "--port", str(port)],
                               env={**os.environ, **aws_env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        wait_until_ok(f"http://127.0.0.1:{port}/healthz")
         info = httpx.get(f"http://127.0.0.1:{port}/api/models/{REPO}/revision/main").json()
         assert info["sha"] == COMMIT_1
     finally:
