@@ -5,16 +5,23 @@ VENV   ?= .venv
 STACK  ?= dev
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Debian packages the tests drive for real: the failover lab (keepalived, Redis, iptables in
+# network namespaces) and node for the CloudFront Function.
+DEB_PACKAGES := keepalived redis-server iptables iproute2
 
 .PHONY: plan plan-json test docs bench clean serve-demo
 
-$(STAMP): pyproject.toml requirements.txt inference_image/pyproject.toml inference_image/requirements.txt components/mirror/requirements.txt
-	@# node runs the CloudFront Function in tests; as root, install it if the machine lacks it.
-	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq nodejs >/dev/null; } \
-		|| echo "warning: node not found and not root: the edge-function tests will fail; install nodejs"
+$(STAMP): pyproject.toml requirements.txt inference_image/pyproject.toml inference_image/requirements.txt components/mirror/requirements.txt components/failover/runtime/requirements.txt
+	@# As root, install the Debian packages the machine lacks; otherwise say which are missing.
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; command -v node >/dev/null || echo nodejs); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else echo "warning: missing Debian packages (tests that drive them will fail): $$missing"; fi; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r inference_image/requirements.txt -r components/mirror/requirements.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r components/failover/runtime/requirements.txt
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e inference_image
 	touch $@
 

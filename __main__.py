@@ -9,9 +9,11 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from components.alerting import AlertTopic, AlertTopicArgs
 from components.config import load_platform_config
 from components.cost.component import CostGuardrails, CostGuardrailsArgs
 from components.eks import EksCluster, EksClusterArgs
+from components.failover.component import FailoverPair, FailoverPairArgs
 from components.gpu import CapacityPool, CapacityPoolArgs
 from components.inference import deploy_models, private_cloud_provider
 from components.mirror.component import ModelMirror, ModelMirrorArgs
@@ -95,7 +97,21 @@ if config.cost is not None:
         provider=aws_provider,
     )
     pulumi.export("costLedgerBucket", cost.ledger_bucket.bucket)
+alerting = AlertTopic("alerting", AlertTopicArgs(config=config.alerting), tags=tags, provider=aws_provider)
+if config.failover is not None:
+    failover = FailoverPair(
+        "failover",
+        FailoverPairArgs(config=config.failover, network=config.network, region=config.aws.region,
+                         pair_name=resource_name(tags.project, config.environment, "session-store"),
+                         vpc_id=network.vpc_id, vpc_cidr=str(config.network.vpc_cidr),
+                         subnet_ids_by_az=network.subnet_ids_by_az, alarm_topic_arn=alerting.topic_arn),  # fmt: skip
+        tags=tags,
+        provider=aws_provider,
+    )
+    pulumi.export("sessionStore", {"endpoint": failover.endpoint, "nodes": failover.node_addresses,
+                                   "passwordParameter": failover.password_parameter})  # fmt: skip
 
+pulumi.export("alertTopicArn", alerting.topic_arn)
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("publicSubnetIds", network.public_subnet_ids)

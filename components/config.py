@@ -752,6 +752,163 @@ class MirrorConfig(ConfigModel):
         return value
 
 
+# --------------------------------------------------------------------------- alerting
+
+
+class AlertingConfig(ConfigModel):
+    """Where alarms go (the alerting issue adds per-severity routing)."""
+
+    emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")]] = Field(
+        default_factory=list, description="Addresses subscribed to the alerting topic (each confirms by email)."
+    )
+
+
+# --------------------------------------------------------------------------- failover pair
+
+
+class VrrpConfig(ConfigModel):
+    """Keepalived timing and health checks (measured choices: docs/failover.md)."""
+
+    version: Literal[2, 3] = Field(
+        default=3, description="VRRP version; 3 (RFC 5798) allows sub-second advertisements, 2 whole seconds only."
+    )
+    advert_interval: float = Field(
+        default=0.1, ge=0.01, le=255,
+        description="Seconds between advertisements; the backup takes over after about 3× this (plus skew).",
+    )  # fmt: skip
+    virtual_router_id: int = Field(default=51, ge=1, le=255, description="VRID, unique among the pairs on a network.")
+    health_interval_seconds: int = Field(
+        default=1, ge=1, le=60, description="Seconds between health checks of the protected service (whole seconds)."
+    )
+    health_fall: int = Field(default=2, ge=1, le=10, description="Failed checks in a row before a node gives up the VIP.")
+    health_rise: int = Field(default=2, ge=1, le=10, description="Passed checks in a row before a node may hold the VIP.")
+    script_user: str = Field(
+        default="keepalived_script", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description="Unprivileged user keepalived runs the check and notify scripts as.",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _interval_fits_version(self) -> VrrpConfig:
+        if self.version == 2 and (self.advert_interval < 1 or self.advert_interval != int(self.advert_interval)):
+            raise _CrossFieldErrors([(("advertInterval",), self.advert_interval,
+                                      "must be whole seconds (≥ 1) with VRRP version 2; use version 3 for sub-second")])  # fmt: skip
+        if self.version == 3 and round(self.advert_interval * 100) != self.advert_interval * 100:
+            raise _CrossFieldErrors([(("advertInterval",), self.advert_interval,
+                                      "VRRP version 3 counts in centiseconds: use at most 2 decimals")])  # fmt: skip
+        if self.version == 3 and self.advert_interval > 40.95:
+            raise _CrossFieldErrors([(("advertInterval",), self.advert_interval, "VRRP version 3 allows at most 40.95 s")])
+        return self
+
+
+class RedisConfig(ConfigModel):
+    """The protected service: Redis primary/replica (the applications' session and conversation store)."""
+
+    port: int = Field(default=6379, ge=1024, le=65535, description="Port clients and the replica use.")
+    max_memory_mb: int | None = Field(
+        default=None, ge=64, description="maxmemory; unset leaves 75 % of the instance's memory to Redis."
+    )
+    appendfsync: Literal["everysec", "always"] = Field(
+        default="everysec", description="AOF fsync policy (AOF is always on)."
+    )
+    lag_alarm_seconds: float = Field(default=5, gt=0, le=300, description="Replication lag that raises the alarm.")
+
+
+class OnPremFailoverConfig(ConfigModel):
+    """The same pair on premises: plain L2 VIP, no AWS calls (``platformctl failover render``)."""
+
+    interface: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$", description="Interface the VIP and VRRP use.")
+    node_addresses: list[ipaddress.IPv4Address] = Field(
+        min_length=2, max_length=2, description="Node a's and node b's addresses on that interface."
+    )
+    vip: ipaddress.IPv4Interface = Field(description="The VIP with its prefix length, e.g. 10.50.0.12/24.")
+    redis_process: str = Field(default="redis-server", description="Redis's process name there (for diagnostics).")
+
+    @model_validator(mode="after")
+    def _one_subnet(self) -> OnPremFailoverConfig:
+        problems = []
+        if self.node_addresses[0] == self.node_addresses[1]:
+            problems.append((("nodeAddresses",), [str(a) for a in self.node_addresses], "must be two different addresses"))
+        for index, address in enumerate(self.node_addresses):
+            if address not in self.vip.network:
+                problems.append((("nodeAddresses", index), str(address), f"is not in the VIP's subnet {self.vip.network}"))
+        if self.vip.ip in self.node_addresses:
+            problems.append((("vip",), str(self.vip), "must differ from both node addresses"))
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+
+class FailoverConfig(ConfigModel):
+    """A Keepalived failover pair protecting Redis, with a VIP clients use (docs/failover.md)."""
+
+    vip_mode: Literal["secondaryIp", "elasticIp"] = Field(
+        default="secondaryIp",
+        description=(
+            "How the VIP moves on AWS: secondaryIp reassigns a private IP within one subnet (one AZ); "
+            "elasticIp reassociates an Elastic IP across AZs (nodes in public subnets, clientCidrs required)."
+        ),
+    )
+    instance_type: str = Field(default="m7i.large", pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", description="EC2 type of both nodes.")
+    ami: str = Field(
+        default="resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+        pattern=r"^(ami-[0-9a-f]{8,17}|resolve:ssm:/.+)$",
+        description="Amazon Linux 2023 AMI id, or resolve:ssm:<parameter> (the user data expects AL2023).",
+    )
+    availability_zones: list[str] = Field(
+        default_factory=list,
+        description=(
+            "AZs of node a and node b (from platform:network.availabilityZones). Default: the first two for "
+            "elasticIp; the first for secondaryIp, where both nodes share one subnet."
+        ),
+    )
+    host_offset: int = Field(
+        default=10, ge=4, le=200,
+        description="Node a gets the subnet's address at this offset, node b the next, the secondaryIp VIP the one after.",
+    )  # fmt: skip
+    root_volume_gb: int = Field(default=30, ge=8, le=1024, description="Encrypted gp3 root volume (AOF lives there).")
+    client_cidrs: list[ipaddress.IPv4Network] = Field(
+        default_factory=list, description="Who may reach Redis. Default: the VPC (secondaryIp); required for elasticIp."
+    )
+    reconcile_interval_seconds: int = Field(
+        default=10, ge=5, le=300,
+        description="How often each node's agent rechecks VIP placement and Redis roles and publishes metrics.",
+    )  # fmt: skip
+    vrrp: VrrpConfig = Field(default_factory=VrrpConfig, description="Keepalived timing and health checks.")
+    redis: RedisConfig = Field(default_factory=RedisConfig, description="The protected Redis primary/replica.")
+    on_prem: OnPremFailoverConfig | None = Field(
+        default=None, description="The private cloud's pair (rendered for its hosts; no AWS resources)."
+    )
+
+    @model_validator(mode="after")
+    def _mode_rules(self) -> FailoverConfig:
+        problems = []
+        if len(self.availability_zones) > 2:
+            problems.append((("availabilityZones",), self.availability_zones, "lists more than the pair's two nodes"))
+        if self.vip_mode == "secondaryIp" and len(set(self.availability_zones)) > 1:
+            problems.append((("availabilityZones",), self.availability_zones,
+                             "must name one AZ for secondaryIp: a private IP moves only within one subnet"))  # fmt: skip
+        if self.vip_mode == "elasticIp":
+            if len(self.availability_zones) == 2 and self.availability_zones[0] == self.availability_zones[1]:
+                problems.append((("availabilityZones",), self.availability_zones, "must be two different AZs for elasticIp"))
+            if not self.client_cidrs:
+                problems.append((("clientCidrs",), [], "is required for elasticIp: the nodes get public addresses"))
+            for index, cidr in enumerate(self.client_cidrs):
+                if cidr.prefixlen == 0:
+                    problems.append((("clientCidrs", index), str(cidr), "would open Redis to the internet"))
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+    def node_azs(self, network_azs: list[str]) -> tuple[str, str]:
+        chosen = list(self.availability_zones)
+        if self.vip_mode == "secondaryIp":
+            az = chosen[0] if chosen else network_azs[0]
+            return az, az
+        defaults = [az for az in network_azs if az not in chosen]
+        chosen += defaults[: 2 - len(chosen)]
+        return chosen[0], chosen[1]
+
+
 # --------------------------------------------------------------------------- cost
 
 
@@ -834,6 +991,10 @@ class PlatformConfig(ConfigModel):
     )
     inference_jwt_secret: Secret | None = Field(
         default=None, description="HS256 signing secret for inference auth (only with auth.algorithm HS256)."
+    )
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig, description="Alarm notifications.")
+    failover: FailoverConfig | None = Field(
+        default=None, description="Keepalived failover pair protecting the Redis session store (VIP, alarms)."
     )
 
     @field_validator("environment")
@@ -920,6 +1081,7 @@ class PlatformConfig(ConfigModel):
         if self.mirror is not None and self.mirror.private_cloud is not None and self.private_cloud is None:
             problems.append((("mirror", "privateCloud"), "(set)", "needs platform:privateCloud (the cluster to run it on)"))
         problems.extend(self._download_egress())
+        problems.extend(self._failover_placement())
         auth = self.inference.auth
         if auth is not None and auth.algorithm == "HS256" and self.inference_jwt_secret is None:
             problems.append((("inferenceJwtSecret",), None, "is required for inference.auth.algorithm HS256"))
@@ -936,6 +1098,21 @@ class PlatformConfig(ConfigModel):
         if "privateCloud" in downloading and self.private_cloud is not None and not self.private_cloud.egress_cidrs:
             problems.append((("privateCloud", "egressCidrs"), [], "must list the mirror's addresses: private-cloud "
                              f"deployments download from {self.inference.hf_endpoint}"))  # fmt: skip
+        return problems
+
+    def _failover_placement(self) -> list[tuple[tuple[str | int, ...], Any, str]]:
+        if self.failover is None:
+            return []
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+        for index, az in enumerate(self.failover.availability_zones):
+            if az not in self.network.availability_zones:
+                problems.append((("failover", "availabilityZones", index), az,
+                                 f"must be one of platform:network.availabilityZones ({', '.join(self.network.availability_zones)})"))  # fmt: skip
+        tier = "public" if self.failover.vip_mode == "elasticIp" else "private"
+        room = 2 ** (32 - self.network.subnet_prefix_lengths()[tier]) - 1  # minus the broadcast address
+        if self.failover.host_offset + 3 > room:
+            problems.append((("failover", "hostOffset"), self.failover.host_offset,
+                             f"leaves no room for two nodes and a VIP in a {tier} subnet of /{self.network.subnet_prefix_lengths()[tier]}"))  # fmt: skip
         return problems
 
     @property

@@ -15,6 +15,7 @@ from rich.markup import escape
 from components.mirror.runtime.cli import app as mirror_app
 from platformctl.common import EXIT_POLICY, EXIT_PROGRAM, fail, load_plan
 from platformctl.cost import app as cost_app
+from platformctl.failover import app as failover_app
 
 app = typer.Typer(
     help="Operate the GPU inference platform: offline plans, cost estimates, the model mirror, the config reference.",
@@ -25,6 +26,7 @@ config_app = typer.Typer(help="The stack configuration reference.", no_args_is_h
 app.add_typer(config_app, name="config")
 app.add_typer(mirror_app, name="mirror")
 app.add_typer(cost_app, name="cost")
+app.add_typer(failover_app, name="failover")
 
 
 

@@ -36,3 +36,18 @@ def load_plan(stack: str, project_dir: Path | None = None, stacks_dir: Path | No
         raise fail(str(exc), EXIT_CONFIG) from None
     except PlanError as exc:
         raise fail(f"the program failed while planning stack {stack}: {exc}", EXIT_PROGRAM) from None
+
+
+def load_stack_config(stack: str, project_dir: Path | None = None, stacks_dir: Path | None = None):
+    """The validated PlatformConfig of ``stack`` (no plan run); a bad stack or config exits 2."""
+    from components.config import ConfigError, parse_config
+    from platformctl.project import ProjectError, find_project, read_stack_config
+
+    try:
+        project = find_project(project_dir)
+        if stacks_dir is not None:
+            project = dataclasses.replace(project, stack_config_dir=stacks_dir.resolve())
+        raw, secret_keys = read_stack_config(project, stack)
+        return parse_config(raw, secret_keys, project.relative(project.stack_file(stack)))
+    except (ProjectError, ConfigError) as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None

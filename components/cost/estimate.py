@@ -42,7 +42,8 @@ FREE_TYPES = frozenset({
     "aws:lambda/functionUrl:FunctionUrl", "aws:lambda/permission:Permission",
     "aws:costexplorer/costAllocationTag:CostAllocationTag", "aws:budgets/budget:Budget",
     "aws:bcmdata/export:Export", "aws:sns/topicSubscription:TopicSubscription",
-    "docker-build:index:Image",
+    "docker-build:index:Image", "aws:ec2/networkInterface:NetworkInterface", "aws:ssm/parameter:Parameter",
+    "random:index/randomPassword:RandomPassword",
 })  # fmt: skip
 # Priced per request or invocation: at this platform's volumes a few dollars at most, and
 # not in the usage file; listed with the unpriced so the total never hides them.
@@ -165,6 +166,18 @@ class _Pricer:
                 self.usage_missing.append(f"{name}: natGb (GB processed)")
             return (self.item("nat-gateway-hour") * hours + gb * self.item("nat-gateway-gb"),
                     f"{hours} h + {gb:g} GB processed")  # fmt: skip
+        if kind == "aws:ec2/instance:Instance":
+            template = self._launch_template(resource)
+            instance_type = template.get("instanceType") or inputs.get("instanceType")
+            hourly = self.instance(instance_type) if instance_type else None
+            if hourly is None:
+                return None
+            disk = self._launch_template_disk(resource)
+            return (hourly * hours + disk * self.item("ebs-gp3-gb-month"),
+                    f"{instance_type} on-demand ${hourly}/h + {disk} GiB gp3")  # fmt: skip
+        if kind == "aws:cloudwatch/metricAlarm:MetricAlarm":
+            metrics = sum(1 for query in inputs.get("metricQueries") or [] if "metric" in query) or 1
+            return metrics * self.item("cloudwatch-alarm-metric-month"), f"alarm over {metrics} metric(s)"
         if kind == "aws:ec2/eip:Eip":
             return self.item("public-ipv4-hour") * hours, "one public IPv4 address"
         if kind == "aws:ec2/vpcEndpoint:VpcEndpoint":
@@ -207,12 +220,16 @@ class _Pricer:
             return gb * self.item("cloudwatch-logs-gb"), f"{gb:g} GB ingested (storage not estimated)"
         return None
 
-    def _launch_template_disk(self, resource: dict[str, Any]) -> int:
+    def _launch_template(self, resource: dict[str, Any]) -> dict[str, Any]:
         for urn in resource.get("dependencies", {}).get("launchTemplate", []):
             template = self.by_urn.get(urn)
             if template:
-                for device in template["inputs"].get("blockDeviceMappings", []):
-                    return int(device.get("ebs", {}).get("volumeSize", 0))
+                return template["inputs"]
+        return {}
+
+    def _launch_template_disk(self, resource: dict[str, Any]) -> int:
+        for device in self._launch_template(resource).get("blockDeviceMappings", []):
+            return int(device.get("ebs", {}).get("volumeSize", 0))
         return 0
 
     def _gpu_pool(self, name: str) -> tuple[float, str] | None:

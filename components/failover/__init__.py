@@ -1,0 +1,1 @@
+"""Keepalived failover pair protecting Redis: component, rendering, node agent (docs/failover.md)."""

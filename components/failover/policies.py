@@ -1,0 +1,89 @@
+"""IAM documents and CloudWatch alarms of the failover pair (pure)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+METRIC_NAMESPACE = "Platform/Failover"  # where the node agents publish (agent.json metricNamespace)
+
+
+def _doc(*statements: dict) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def node_role_policy(*, mode: str, region: str, account_id: str, network_interface_id: str,
+                     allocation_id: str | None, password_parameter_arn: str) -> str:  # fmt: skip
+    """One node's role: move the VIP to its own interface only, read the Redis password, publish metrics.
+
+    Each node has its own role, so a node can take the VIP but never push it onto the
+    other node's interface. Describe calls have no resource-level permissions in EC2.
+    """
+    eni_arn = f"arn:aws:ec2:{region}:{account_id}:network-interface/{network_interface_id}"
+    if mode == "elasticIp":
+        move = {"Sid": "TakeElasticIp", "Effect": "Allow", "Action": "ec2:AssociateAddress",
+                "Resource": [f"arn:aws:ec2:{region}:{account_id}:elastic-ip/{allocation_id}", eni_arn]}  # fmt: skip
+        describe = "ec2:DescribeAddresses"
+    else:
+        move = {"Sid": "TakeSecondaryIp", "Effect": "Allow", "Action": "ec2:AssignPrivateIpAddresses", "Resource": eni_arn}
+        describe = "ec2:DescribeNetworkInterfaces"
+    return _doc(
+        move,
+        {"Sid": "ReadPlacement", "Effect": "Allow", "Action": describe, "Resource": "*"},
+        {"Sid": "ReadRedisPassword", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": password_parameter_arn},
+        {"Sid": "PublishPairMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+         "Condition": {"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}}},
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One alarm over both nodes' metrics, combined with metric math."""
+
+    name: str
+    description: str
+    metric: str
+    stat: str
+    expression: str  # over ids a and b (node a's and node b's series)
+    comparison: str
+    threshold: float
+    evaluation_periods: int
+    treat_missing_data: str
+
+
+def alarm_specs(lag_alarm_seconds: float) -> list[AlarmSpec]:
+    """Split brain, no master, failover, failing health check, replication lag, no replica.
+
+    A node that stops publishing counts as not master and unhealthy (FILL with 0), so a
+    dead node or both being dead still raises the right alarm.
+    """
+    both = "FILL(a, 0) + FILL(b, 0)"
+    return [
+        AlarmSpec("split-brain", "Both nodes hold MASTER: two writable primaries (VRRP between them is cut)",
+                  "IsMaster", "Maximum", both, "GreaterThanThreshold", 1, 1, "notBreaching"),
+        AlarmSpec("no-master", "Neither node holds MASTER: the VIP answers nowhere",
+                  "IsMaster", "Maximum", both, "LessThanThreshold", 1, 2, "breaching"),
+        AlarmSpec("failover", "A node took over the VIP (failover or first election)",
+                  "Failover", "Sum", both, "GreaterThanOrEqualToThreshold", 1, 1, "notBreaching"),
+        AlarmSpec("health-check", "Redis failed its health check on a node (or the node stopped reporting)",
+                  "HealthCheckOk", "Minimum", "MIN([FILL(a, 0), FILL(b, 0)])", "LessThanThreshold", 1, 2, "breaching"),
+        AlarmSpec("replication-lag", f"Replica more than {lag_alarm_seconds:g} s behind the primary",
+                  "ReplicationLagSeconds", "Maximum", "MAX([FILL(a, 0), FILL(b, 0)])", "GreaterThanThreshold",
+                  lag_alarm_seconds, 1, "notBreaching"),
+        AlarmSpec("no-replica", "The primary has no connected replica: a failover now would lose writes",
+                  "ReplicasConnected", "Maximum", "MAX([FILL(a, 0), FILL(b, 0)])", "LessThanThreshold", 1, 3,
+                  "breaching"),
+    ]  # fmt: skip
+
+
+def alarm_metric_queries(spec: AlarmSpec, pair: str, period: int = 60) -> list[dict[str, Any]]:
+    """The MetricAlarm ``metric_queries``: one series per node and the expression that returns."""
+    queries: list[dict[str, Any]] = [
+        {"id": node, "return_data": False,
+         "metric": {"namespace": METRIC_NAMESPACE, "metric_name": spec.metric, "period": period, "stat": spec.stat,
+                    "dimensions": {"Pair": pair, "Node": node}}}
+        for node in ("a", "b")
+    ]  # fmt: skip
+    queries.append({"id": "pair", "expression": spec.expression, "label": spec.name, "return_data": True})
+    return queries
