@@ -16,6 +16,7 @@ from components.gpu.policies import (
     node_termination_handler_policy,
     topic_key_policy,
 )
+from components.failover.policies import node_role_policy
 from components.network import flow_logs_delivery_policy, flow_logs_trust_policy
 
 QUEUE = "arn:aws:sqs:us-east-1:111122223333:gpu-interruptions"
@@ -25,6 +26,10 @@ OIDC = "arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com
 IDENTITY_POLICIES = {
     "node-termination-handler": node_termination_handler_policy(QUEUE),
     "flow-logs-delivery": flow_logs_delivery_policy("arn:aws:logs:us-east-1:111122223333:log-group:x"),
+    **{f"failover-node-{mode}": node_role_policy(
+        mode=mode, region="us-east-1", account_id="111122223333", network_interface_id="eni-0a1b2c3d4e5f60718",
+        allocation_id="eipalloc-0a1b2c3d4e5f60718", password_parameter_arn="arn:aws:ssm:us-east-1:111122223333:parameter/p")
+       for mode in ("secondaryIp", "elasticIp")},
 }
 TRUST_POLICIES = {
     "eks-cluster": service_trust_policy("eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")),

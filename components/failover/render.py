@@ -273,7 +273,7 @@ def cloud_init(layout: PairLayout, node: NodeName, config: FailoverConfig, pair:
     paths = AL2023_PATHS
     modes = {paths.keepalived_conf: "0640", paths.agent: "0755", paths.health_check: "0755"}
     files = [file(path, content, modes.get(path, "0644"))
-             for path, content in node_files(layout, node, config, pair, settings).items()]
+             for path, content in node_files(layout, node, config, pair, settings, paths=paths).items()]
     files += [
         file("/etc/systemd/system/platform-failover-agent.service",
              _unit("Failover pair reconciler and metrics", f"{paths.python} {paths.agent} --settings {paths.settings} run", user)),

@@ -238,6 +238,21 @@ class Lab:
         role = self.redis(node).role()
         return role[0], (role[1] if role[0] == "slave" else None)
 
+    def snapshot(self) -> dict[str, Any]:
+        """What each node looks like right now (for failure messages)."""
+        view: dict[str, Any] = {}
+        for node in "ab":
+            try:
+                role = self.role(node)
+            except Exception as exc:  # noqa: BLE001
+                role = f"unreachable ({type(exc).__name__})"
+            view[node] = {"state": self.state(node), "vip_here": self.holds_vip(node), "redis": role}
+        try:
+            view["ec2_vip"] = self.vip_holder_in_ec2()
+        except Exception as exc:  # noqa: BLE001
+            view["ec2_vip"] = f"unknown ({type(exc).__name__})"
+        return view
+
     def masters(self) -> list[str]:
         return [node for node in "ab" if self.state(node) == "MASTER"]
 
@@ -245,7 +260,7 @@ class Lab:
         started = time.monotonic()
         while not condition():
             if time.monotonic() - started > timeout:
-                raise TimeoutError(f"lab: {what} not reached within {timeout:.0f} s")
+                raise TimeoutError(f"lab: {what} not reached within {timeout:.0f} s; now: {self.snapshot()}")
             time.sleep(0.02)
         return time.monotonic() - started
 
