@@ -128,6 +128,11 @@ global_defs {{
     vrrp_garp_master_delay 0
     vrrp_garp_master_refresh 60
     max_auto_priority
+    # State changes go, in order, through a FIFO to one long-running agent process: no
+    # Python start-up per transition, and a late BACKUP can never overwrite a newer MASTER
+    # (separate notify_* processes can finish out of order). keepalived starts the reader.
+    vrrp_notify_fifo {paths.state_dir}/notify.fifo
+    vrrp_notify_fifo_script {_quote(*agent, "notify-fifo")}
 }}
 
 vrrp_script redis_healthy {{
@@ -154,10 +159,6 @@ vrrp_instance {pair} {{
     track_script {{
         redis_healthy
     }}
-    notify_master {_quote(*agent, "notify", "MASTER")}
-    notify_backup {_quote(*agent, "notify", "BACKUP")}
-    notify_fault {_quote(*agent, "notify", "FAULT")}
-    notify_stop {_quote(*agent, "notify", "STOP")}
 }}
 """
 
@@ -179,6 +180,9 @@ def redis_conf(layout: PairLayout, node: NodeName, redis: RedisConfig, data_dir:
         # Session data must not be evicted silently: writes fail loudly when full.
         "maxmemory-policy noeviction",
         "repl-diskless-sync yes",
+        # One replica: nothing to batch, so don't wait the default 5 s before a full sync.
+        # The sooner the returning node is in sync, the shorter the window without a replica.
+        "repl-diskless-sync-delay 0",
         "repl-timeout 10",
     ]
     if data_dir is not None:  # None: the distribution's data directory

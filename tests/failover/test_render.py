@@ -101,7 +101,7 @@ def test_rendered_keepalived_conf_has_the_safety_settings():
                  "advert_int 0.1"):  # fmt: skip
         assert line in conf, line
     assert f"\n        {layout.addresses['b']}\n" in conf  # the peer, and only the peer
-    assert "notify_master" in conf and "MASTER" in conf
+    assert "vrrp_notify_fifo " in conf and 'notify-fifo"' in conf  # ordered state changes, one reader
 
 
 @pytest.mark.parametrize("stack", STACKS)

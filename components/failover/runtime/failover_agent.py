@@ -3,7 +3,8 @@
 Shipped to each node by the FailoverPair component (cloud-init) or by
 ``platformctl failover render`` (on premises), next to a rendered ``agent.json``.
 
-    failover_agent.py notify STATE       keepalived notify_*: record STATE, then reconcile
+    failover_agent.py notify-fifo FIFO   keepalived's vrrp_notify_fifo_script: each state change, in order
+    failover_agent.py notify STATE       record STATE and reconcile once (by hand, or a notify_* hook)
     failover_agent.py reconcile          one pass: Redis role and VIP placement follow STATE
     failover_agent.py run                reconcile every N seconds and publish metrics (systemd)
     failover_agent.py bootstrap          (root, at boot) fetch the Redis password from SSM
@@ -324,6 +325,51 @@ def run_once(settings: Settings, mover=None, cloudwatch=None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- commands
 
 
+def on_state(settings: Settings, state: str, mover) -> int:
+    """One state change from keepalived: record it, reconcile, count a takeover."""
+    write_state(settings, state)
+    log_event(settings, "state", state=state)
+    try:
+        result = reconcile(settings, mover, state)
+    except Exception as exc:  # noqa: BLE001 - the periodic run retries
+        log_event(settings, "notify_reconcile_failed", state=state, error=f"{type(exc).__name__}: {exc}")
+        return 1
+    if state == "MASTER" and settings.metrics:
+        dims = [{"Name": "Pair", "Value": settings.pair}, {"Name": "Node", "Value": settings.node}]
+        try:
+            _aws_client("cloudwatch", settings).put_metric_data(
+                Namespace=settings.metric_namespace,
+                MetricData=[{"MetricName": "Failover", "Dimensions": dims, "Value": 1.0, "Unit": "Count"}])
+        except Exception as exc:  # noqa: BLE001 - a missed count must not stop the takeover
+            log_event(settings, "metric_failed", error=type(exc).__name__)
+    log_event(settings, "reconciled", **result)
+    return 0
+
+
+def follow_fifo(settings: Settings, fifo: str) -> None:
+    """Read keepalived's notify FIFO (lines like ``INSTANCE "pair" MASTER 110``) until it closes.
+
+    One process handles every change in order; its AWS client is made once, on the first
+    MASTER, after the Redis promotion. keepalived SIGTERMs this reader when it stops; if
+    keepalived dies instead, the FIFO closes and the reader exits (the restarted keepalived
+    starts a new one).
+    """
+    import shlex
+
+    movers: list[Any] = []
+
+    def mover():
+        if not movers:
+            movers.append(make_mover(settings))
+        return movers[0]
+
+    with open(fifo) as events:  # blocks until keepalived opens its end
+        for line in events:
+            words = shlex.split(line)
+            if len(words) >= 3 and words[0] == "INSTANCE" and words[2] in STATES:
+                on_state(settings, words[2], mover)
+
+
 def redis_auth_conf(password: str) -> str:
     """Redis ACL lines: the password-protected ``app`` user for clients and replication, and an
     unauthenticated ``default`` user that may only PING, so health checks need no secret."""
@@ -350,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     notify = commands.add_parser("notify", help="keepalived notify hook")
     notify.add_argument("state", type=str.upper, choices=STATES)
+    fifo = commands.add_parser("notify-fifo", help="keepalived vrrp_notify_fifo_script (the FIFO comes last)")
+    fifo.add_argument("fifo")
     commands.add_parser("reconcile", help="one reconcile pass")
     commands.add_parser("run", help="reconcile and publish metrics forever")
     boot = commands.add_parser("bootstrap", help="write the Redis password files from SSM (root, at boot)")
@@ -362,19 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap(settings, args.parameter, args.redis_auth_file)
         return 0
     if args.command == "notify":
-        write_state(settings, args.state)
-        log_event(settings, "state", state=args.state)
-        try:
-            result = reconcile(settings, lambda: make_mover(settings))
-        except Exception as exc:  # noqa: BLE001 - the periodic run retries
-            log_event(settings, "notify_reconcile_failed", state=args.state, error=f"{type(exc).__name__}: {exc}")
-            return 1
-        if args.state == "MASTER" and settings.metrics:
-            dims = [{"Name": "Pair", "Value": settings.pair}, {"Name": "Node", "Value": settings.node}]
-            _aws_client("cloudwatch", settings).put_metric_data(
-                Namespace=settings.metric_namespace, MetricData=[{"MetricName": "Failover", "Dimensions": dims, "Value": 1.0,
-                                                         "Unit": "Count"}])  # fmt: skip
-        log_event(settings, "reconciled", **result)
+        return on_state(settings, args.state, lambda: make_mover(settings))
+    if args.command == "notify-fifo":
+        follow_fifo(settings, args.fifo)
         return 0
     mover = make_mover(settings)
     if args.command == "reconcile":
