@@ -13,7 +13,10 @@ the new primary accepts; the client writes every 5 ms and counts a write durable
 MASTER and how fast one primary remains after healing. Each configuration runs in one lab,
 so runs follow each other as repeated failovers of the same pair.
 
-    sudo python bench/failover_bench.py [--runs 5]
+    sudo python bench/failover_bench.py [--runs 5] [--sweep 0.05 0.1 0.25 0.5]
+
+``--sweep`` also times the killed-keepalived fault at other advert intervals (VRRPv3), the
+measurement behind the default interval.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from components.config import VrrpConfig  # noqa: E402
 from tests.failover.lab import Lab, keepalived_default, ours, run_scenario  # noqa: E402
 
 FAULTS = ("keepalived-killed", "link-down", "redis-crashed")
@@ -39,11 +43,11 @@ def _median(values: list[float]) -> str:
     return f"{statistics.median(values):.2f}" if values else "-"
 
 
-def measure(name: str, vrrp, runs: int) -> dict[str, dict[str, list]]:
+def measure(name: str, vrrp, runs: int, scenarios=(*FAULTS, "split-brain")) -> dict[str, dict[str, list]]:
     results: dict[str, dict[str, list]] = {}
     with tempfile.TemporaryDirectory(prefix=f"failover-{name}-") as workdir, Lab(Path(workdir), vrrp,
                                                                                  tag=f"fb{name[:4]}") as lab:  # fmt: skip
-        for scenario in (*FAULTS, "split-brain"):
+        for scenario in scenarios:
             rows = results.setdefault(scenario, {"seconds": [], "lost": [], "acked": [], "heal": []})
             for run in range(runs):
                 outcome = run_scenario(lab, scenario)
@@ -63,6 +67,7 @@ def measure(name: str, vrrp, runs: int) -> dict[str, dict[str, list]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--sweep", type=float, nargs="*", default=[], help="advert intervals to time (s)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -83,6 +88,13 @@ def main() -> int:
           f"{sum(o['lost']):>10} {sum(d['lost']):>13}")  # fmt: skip
     print(f"{'EC2 VIP move (moto)':22} {_median(ours_results['vip-move']['seconds']):>8} "
           f"{_median(default_results['vip-move']['seconds']):>20}")  # fmt: skip
+    if args.sweep:
+        print(f"\nadvert interval sweep (VRRPv3), keepalived killed, median of {args.runs} runs")
+        for interval in args.sweep:
+            swept = measure(f"s{interval:g}", VrrpConfig(advert_interval=interval, script_user="root"), args.runs,
+                            scenarios=("keepalived-killed",))  # fmt: skip
+            print(f"  advert_int {interval:<5g} {_median(swept['keepalived-killed']['seconds']):>6} s   "
+                  f"lost {sum(swept['keepalived-killed']['lost'])}", flush=True)
     acked = sum(sum(r["acked"]) for r in (*ours_results.values(), *default_results.values()) if "acked" in r)
     print(f"\nwrites acknowledged by a replica (WAIT 1): {acked}; lost: "
           f"{sum(sum(r['lost']) for r in (*ours_results.values(), *default_results.values()) if 'lost' in r)}")  # fmt: skip

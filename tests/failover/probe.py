@@ -13,6 +13,8 @@ import sys
 import time
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def main() -> int:
@@ -35,11 +37,19 @@ def main() -> int:
         record = {"t": time.monotonic(), "key": key}
         try:
             if client is None:
-                client = redis.Redis(host=args.host, port=args.port, username=args.user, password=password, socket_timeout=0.2,
-                                     socket_connect_timeout=0.2)  # fmt: skip
-            client.set(key, sequence)
-            record["acked"] = client.execute_command("WAIT", 1, args.wait_ms)
+                # No silent retries: redis-py would re-send a failed WAIT alone on a new
+                # connection, possibly to the other node, where it counts nothing of ours.
+                client = redis.Redis(host=args.host, port=args.port, username=args.user, password=password,
+                                     socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))  # fmt: skip
+            # The write and its WAIT on one connection, in one round trip (docs/failover.md).
+            pipe = client.pipeline(transaction=False)
+            pipe.set(key, sequence)
+            pipe.execute_command("WAIT", 1, args.wait_ms)
+            _, record["acked"] = pipe.execute()
             record["run_id"] = client.info("server")["run_id"]
+            replication = client.info("replication")
+            record["role"] = replication["role"]
+            record["replicas"] = replication.get("connected_slaves", 0)
         except (redis.RedisError, OSError) as exc:
             record["error"] = type(exc).__name__
             if client is not None:
