@@ -124,8 +124,11 @@ global_defs {{
     enable_script_security
     script_user {vrrp.script_user}
     vrrp_version {vrrp.version}
-    # One gratuitous ARP burst at takeover and a refresh every minute (L2 caches).
-    vrrp_garp_master_delay 0
+    # Gratuitous ARP at takeover, a second burst 1 s later and a refresh every minute. The
+    # second burst matters: Linux ignores an ARP update within locktime (1 s) of the last
+    # one, so a client still talking to the old node can miss the first burst (measured:
+    # 3-5 s longer failovers without it; docs/failover.md).
+    vrrp_garp_master_delay 1
     vrrp_garp_master_refresh 60
     max_auto_priority
     # State changes go, in order, through a FIFO to one long-running agent process: no
