@@ -47,7 +47,7 @@ docs: $(STAMP)
 	$(BIN)/python -m platformctl.reference --write-pulumi-yaml Pulumi.yaml
 	$(BIN)/platformctl cost readme --write README.md
 
-## Benchmarks (results in docs/): offline plan, batching cores, serving vs peers, model mirror
+## Benchmarks (results in docs/): offline plan, batching cores, serving vs peers, model mirror, cost, failover
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/plan_bench.py
@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python bench/mirror_bench.py
 	$(BIN)/python bench/cost_bench.py
+	$(BIN)/python bench/failover_bench.py --runs 5 --sweep 0.05 0.1 0.25 0.5
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis plan-*.json
