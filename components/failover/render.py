@@ -134,7 +134,7 @@ global_defs {{
     # State changes go, in order, through a FIFO to one long-running agent process: no
     # Python start-up per transition, and a late BACKUP can never overwrite a newer MASTER
     # (separate notify_* processes can finish out of order). keepalived starts the reader.
-    vrrp_notify_fifo {paths.state_dir}/notify.fifo
+    vrrp_notify_fifo {paths.state_dir}/notify.fifo {vrrp.script_user}
     vrrp_notify_fifo_script {_quote(*agent, "notify-fifo")}
 }}
 
@@ -267,6 +267,13 @@ WantedBy=multi-user.target
 _RESTART_ALWAYS = "[Service]\nRestart=always\nRestartSec=1\n"
 
 
+def _keepalived_exec(paths: NodePaths) -> str:
+    """VRRP only, with the VRRP process's pid file where the agent looks for it (not a default)."""
+    return ("ExecStart=\n"
+            f"ExecStart=/usr/sbin/keepalived --vrrp --log-detail --pid=/run/keepalived.pid "
+            f"--vrrp_pid={paths.vrrp_pid_file}\n")  # fmt: skip
+
+
 def cloud_init(layout: PairLayout, node: NodeName, config: FailoverConfig, pair: str, settings: dict[str, Any],
                password_parameter: str, region: str) -> str:  # fmt: skip
     """A cloud-config for an AL2023 node: packages, rendered files, the agent, services."""
@@ -286,7 +293,7 @@ def cloud_init(layout: PairLayout, node: NodeName, config: FailoverConfig, pair:
              _unit("Failover pair reconciler and metrics", f"{paths.python} {paths.agent} --settings {paths.settings} run", user)),
         # Both daemons come back by themselves: a restarted keepalived starts as BACKUP
         # and the agent re-points its Redis at the new primary.
-        file("/etc/systemd/system/keepalived.service.d/restart.conf", _RESTART_ALWAYS),
+        file("/etc/systemd/system/keepalived.service.d/restart.conf", _RESTART_ALWAYS + _keepalived_exec(paths)),
         file(f"/etc/systemd/system/{redis['service']}.service.d/restart.conf", _RESTART_ALWAYS),
         file("/etc/tmpfiles.d/platform-failover.conf",
              f"d {paths.state_dir} 0750 {user} {user} -\nd {Path(paths.event_log).parent} 0750 {user} {user} -\n"),

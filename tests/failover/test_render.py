@@ -118,6 +118,9 @@ def test_cloud_init_carries_the_rendered_files_and_fits_ec2s_limit(stack):
     for path, content in expected.items():
         assert files[path] == content, path
     assert files[AL2023_PATHS.health_check].count("/usr/bin/redis6-cli") == 1
+    # keepalived is started with the VRRP pid file the agent checks (no reliance on a default).
+    dropin = files["/etc/systemd/system/keepalived.service.d/restart.conf"]
+    assert f"--vrrp_pid={settings_a['vrrpPidFile']}" in dropin and "Restart=always" in dropin
     assert "keepalived" in document["packages"] and "redis6" in document["packages"]
     commands = [" ".join(c) for c in document["runcmd"]]
     assert any("--require-hashes" in c for c in commands)
