@@ -87,6 +87,9 @@ def _schema(properties: dict, defaults: dict) -> PolicyConfigSchema:
     return PolicyConfigSchema(properties=properties, required=list(defaults))
 
 
+# Both workload policies read the same exemption list (one schema, so they can't disagree).
+EXEMPT_SCHEMA = _schema({"exempt": {"type": "array", "items": {"type": "string"}}}, {"exempt": EXEMPT_WORKLOADS})
+
 POLICIES = [
     # -- security
     ResourceValidationPolicy(
@@ -153,13 +156,13 @@ POLICIES = [
         name="k8s-workloads-hardened", severity=Severity.HIGH, enforcement_level=MANDATORY,
         description="Kubernetes containers run non-root, set CPU and memory limits, and pin images by digest.",
         remediation_steps="securityContext.runAsNonRoot = true; resources.limits; image repo@sha256:<digest>.",
-        config_schema=_schema({"exempt": {"type": "array", "items": {"type": "string"}}}, {"exempt": EXEMPT_WORKLOADS}),
+        config_schema=EXEMPT_SCHEMA,
         validate=_workload(exempt=False)),
     ResourceValidationPolicy(
         name="k8s-system-workloads", severity=Severity.LOW, enforcement_level=ADVISORY,
         description="The same checks for the exempted system daemons (accepted: see the README).",
         remediation_steps="Pin the image by digest when upstream publishes one you can verify.",
-        config_schema=_schema({"exempt": {"type": "array", "items": {"type": "string"}}}, {"exempt": EXEMPT_WORKLOADS}),
+        config_schema=EXEMPT_SCHEMA,
         validate=_workload(exempt=True)),
     # -- cost
     ResourceValidationPolicy(

@@ -420,12 +420,14 @@ def main(argv: list[str] | None = None) -> int:
         follow_fifo(settings, args.fifo)
         return 0
     mover = make_mover(settings)
+    # One CloudWatch client for the life of the process, not one per pass.
+    cloudwatch = _aws_client("cloudwatch", settings) if settings.metrics else None
     if args.command == "reconcile":
-        log_event(settings, "reconciled", **run_once(settings, mover))
+        log_event(settings, "reconciled", **run_once(settings, mover, cloudwatch))
         return 0
     while True:  # run
         started = time.monotonic()
-        result = run_once(settings, mover)
+        result = run_once(settings, mover, cloudwatch)
         if result.get("promoted") or result.get("following") or result.get("vip_moved") or result.get("error"):
             log_event(settings, "repaired", **{k: v for k, v in result.items() if k != "metrics"})
         time.sleep(max(0.0, settings.reconcile_interval - (time.monotonic() - started)))
