@@ -19,6 +19,7 @@ from components.inference import deploy_models, private_cloud_provider
 from components.mirror.component import ModelMirror, ModelMirrorArgs
 from components.network import Network, NetworkArgs
 from components.tagging import TagContext, resource_name
+from components.vpn.component import SiteToSiteVpn, SiteToSiteVpnArgs
 
 # Validated before any resource is declared: a bad stack file stops here.
 config = load_platform_config()
@@ -110,6 +111,22 @@ if config.failover is not None:
     )
     pulumi.export("sessionStore", {"endpoint": failover.endpoint, "nodes": failover.node_addresses,
                                    "passwordParameter": failover.password_parameter})  # fmt: skip
+
+if config.vpn is not None:
+    vpn = SiteToSiteVpn(
+        "vpn",
+        SiteToSiteVpnArgs(config=config.vpn, name_prefix=f"{tags.project}-{config.environment}", vpc_id=network.vpc_id,
+                          private_subnet_ids=list(network.subnet_ids_by_az["private"].values()),
+                          private_route_table_ids=network.private_route_table_id_list, vpc_cidr=str(config.network.vpc_cidr),
+                          alarm_topic_arn=alerting.topic_arn, cluster_security_group_id=cluster.cluster_security_group_id,
+                          endpoint_security_group_id=network.endpoint_security_group_id),  # fmt: skip
+        tags=tags,
+        provider=aws_provider,
+    )
+    # `platformctl vpn onprem-config` renders the on-prem gateway from these two.
+    pulumi.export("vpn", {"connectionId": vpn.connection_id, "transitGatewayId": vpn.transit_gateway_id,
+                          "tunnels": vpn.tunnels, "resolverInboundAddresses": vpn.resolver_inbound_addresses})  # fmt: skip
+    pulumi.export("vpnPreSharedKeys", vpn.pre_shared_keys)
 
 pulumi.export("alertTopicArn", alerting.topic_arn)
 pulumi.export("vpcId", network.vpc_id)

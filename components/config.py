@@ -909,6 +909,232 @@ class FailoverConfig(ConfigModel):
         return chosen[0], chosen[1]
 
 
+# --------------------------------------------------------------------------- site-to-site VPN
+
+AwsCipher = Literal["AES256-GCM-16", "AES128-GCM-16", "AES256", "AES128"]
+AwsIntegrity = Literal["SHA2-256", "SHA2-384", "SHA2-512"]
+AwsDhGroup = Literal[19, 20, 21]
+# AWS's rules for a tunnel pre-shared key: 8-64 characters of letters, digits, '.' and '_', not starting with 0.
+_PSK = re.compile(r"^[A-Za-z0-9._]{8,64}$")
+# RFC 5737 documentation networks: accepted as customer gateway addresses so examples need no real address.
+_DOCUMENTATION_NETS = tuple(ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+
+
+def _distinct_items(value: list[Any]) -> list[Any]:
+    if len(set(value)) != len(value):
+        raise ValueError("lists a value more than once")
+    return value
+
+
+def _inside_cidr(value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    from components.vpn.tunnels import check_inside_cidr  # local: the tunnel rules import nothing from here
+
+    return check_inside_cidr(value)
+
+
+class IkeConfig(ConfigModel):
+    """IKE and IPsec options, applied to both tunnels on AWS and matched by the on-prem render."""
+
+    phase1_encryption: Annotated[list[AwsCipher], AfterValidator(_distinct_items)] = Field(
+        default_factory=lambda: ["AES256-GCM-16", "AES256"], min_length=1,
+        description="Phase 1 (IKE SA) ciphers, preferred first: AES-GCM, with AES-CBC as the fallback.",
+    )  # fmt: skip
+    phase1_integrity: Annotated[list[AwsIntegrity], AfterValidator(_distinct_items)] = Field(
+        default_factory=lambda: ["SHA2-256", "SHA2-384"], min_length=1,
+        description="Phase 1 integrity/PRF algorithms (the PRF with GCM, the HMAC with AES-CBC).",
+    )  # fmt: skip
+    phase1_dh_groups: Annotated[list[AwsDhGroup], AfterValidator(_distinct_items)] = Field(
+        default_factory=lambda: [19, 20, 21], min_length=1, description="Phase 1 Diffie-Hellman groups (ECP 256/384/521)."
+    )
+    phase2_encryption: Annotated[list[AwsCipher], AfterValidator(_distinct_items)] = Field(
+        default_factory=lambda: ["AES256-GCM-16", "AES256"], min_length=1, description="Phase 2 (ESP) ciphers."
+    )
+    phase2_integrity: Annotated[list[AwsIntegrity], AfterValidator(_distinct_items)] = Field(
+        default_factory=lambda: ["SHA2-256", "SHA2-384"], min_length=1, description="Phase 2 integrity (with AES-CBC)."
+    )
+    phase2_dh_groups: Annotated[list[AwsDhGroup], AfterValidator(_distinct_items)] = Field(
+        default_factory=lambda: [19, 20, 21], min_length=1, description="Phase 2 PFS Diffie-Hellman groups."
+    )
+    phase1_lifetime_seconds: int = Field(default=28800, ge=900, le=28800, description="IKE SA lifetime (900-28800).")
+    phase2_lifetime_seconds: int = Field(
+        default=3600, ge=900, le=3600, description="IPsec SA lifetime (900-3600, less than phase 1's)."
+    )
+    rekey_margin_seconds: int = Field(
+        default=540, ge=60, description="Rekeying starts this long before a lifetime ends (60 to half of phase 2's)."
+    )
+    rekey_fuzz_percentage: int = Field(default=100, ge=0, le=100, description="Random share of the margin (spreads rekeys).")
+    replay_window_size: int = Field(default=1024, ge=64, le=2048, description="IPsec replay window (packets).")
+    dpd_timeout_seconds: int = Field(
+        default=30, ge=30, le=3600, description="AWS declares the peer dead after this much silence (at least 30)."
+    )
+    dpd_timeout_action: Literal["clear", "none", "restart"] = Field(
+        default="restart", description="What AWS does with a dead tunnel: restart re-initiates IKE, so it comes back by itself."
+    )
+    startup_action: Literal["add", "start"] = Field(
+        default="start",
+        description="start: AWS initiates the tunnels too (they come up without waiting for on-prem); add: on-prem must.",
+    )
+
+    @model_validator(mode="after")
+    def _lifetimes(self) -> IkeConfig:
+        problems = []
+        if self.phase2_lifetime_seconds >= self.phase1_lifetime_seconds:
+            problems.append((("phase2LifetimeSeconds",), self.phase2_lifetime_seconds,
+                             f"must be less than phase1LifetimeSeconds ({self.phase1_lifetime_seconds})"))  # fmt: skip
+        if self.rekey_margin_seconds > self.phase2_lifetime_seconds // 2:
+            problems.append((("rekeyMarginSeconds",), self.rekey_margin_seconds,
+                             f"must be at most half of phase2LifetimeSeconds ({self.phase2_lifetime_seconds // 2})"))  # fmt: skip
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+
+class VpnTunnelConfig(ConfigModel):
+    """One of the connection's two tunnels (AWS terminates them on two different endpoints)."""
+
+    inside_cidr: Annotated[ipaddress.IPv4Network, AfterValidator(_inside_cidr)] = Field(
+        description="The tunnel's /30 inside 169.254.0.0/16 (BGP peering addresses; AWS's reserved /30s are refused)."
+    )
+    pre_shared_key: Secret | None = Field(
+        default=None,
+        description="IKE pre-shared key (8-64 of A-Z a-z 0-9 . _, not starting with 0). Unset: generated, kept in state.",
+    )
+
+    @field_validator("pre_shared_key")
+    @classmethod
+    def _aws_psk_rules(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value()
+            if not _PSK.match(text) or text.startswith("0"):
+                raise ValueError("AWS takes 8-64 characters of letters, digits, '.' and '_', not starting with 0")
+        return value
+
+
+class CustomerGatewayConfig(ConfigModel):
+    """The on-prem VPN gateway as AWS sees it."""
+
+    ip_address: ipaddress.IPv4Address = Field(description="Its public, internet-routable IPv4 address (the NAT's, behind NAT).")
+    bgp_asn: int = Field(default=65000, ge=1, le=4294967294, description="Its BGP ASN (also used with static routing).")
+    device_name: str | None = Field(default=None, max_length=255, description="Label of the device, shown in the AWS console.")
+
+    @field_validator("ip_address")
+    @classmethod
+    def _public(cls, value: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+        if not value.is_global and not any(value in net for net in _DOCUMENTATION_NETS):
+            raise ValueError("must be the gateway's public, internet-routable address (not private, shared or reserved)")
+        return value
+
+    @field_validator("bgp_asn")
+    @classmethod
+    def _not_aws_reserved(cls, value: int) -> int:
+        from components.vpn.tunnels import AWS_RESERVED_CUSTOMER_ASNS
+
+        if value in AWS_RESERVED_CUSTOMER_ASNS:
+            raise ValueError("is reserved by AWS (7224, 9059, 10124 and 17493 are refused)")
+        return value
+
+
+class VpnDnsConfig(ConfigModel):
+    """Hybrid DNS through Route 53 Resolver endpoints in the private subnets."""
+
+    inbound: bool = Field(default=True, description="Inbound endpoint: on-prem resolvers forward the VPC's private names here.")
+    forward_domains: list[Annotated[str, Field(pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")]] = Field(
+        default_factory=list, description="Domains the VPC resolves through the on-prem resolvers (outbound endpoint)."
+    )
+    on_prem_resolvers: list[ipaddress.IPv4Address] = Field(
+        default_factory=list, description="On-prem DNS servers forwardDomains go to (reached over the VPN)."
+    )
+
+    @model_validator(mode="after")
+    def _forwarding_needs_resolvers(self) -> VpnDnsConfig:
+        if self.forward_domains and not self.on_prem_resolvers:
+            raise _CrossFieldErrors([(("onPremResolvers",), [], "must name the on-prem DNS servers forwardDomains go to")])
+        if not self.inbound and not self.forward_domains:
+            raise _CrossFieldErrors([(("inbound",), False, "and no forwardDomains: there is nothing to create; drop dns")])
+        return self
+
+
+class OnPremVpnConfig(ConfigModel):
+    """The on-prem gateway's side (``platformctl vpn onprem-config``): route-based strongSwan + FRR."""
+
+    outside_interface: str = Field(
+        default="eth0", pattern=r"^[A-Za-z0-9_.-]{1,15}$", description="Interface facing the internet (the XFRM interfaces' parent)."
+    )
+    local_address: ipaddress.IPv4Address | None = Field(
+        default=None, description="Its own address on that interface when behind NAT. Default: customerGateway.ipAddress."
+    )
+    if_id_base: int = Field(
+        default=41, ge=1, le=4294967293, description="XFRM interface id of tunnel 1; tunnel 2 takes the next."
+    )
+    interface_names: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]] = Field(
+        default_factory=lambda: ["aws-vpn1", "aws-vpn2"], min_length=2, max_length=2,
+        description="Names of the two XFRM interfaces (one per tunnel).",
+    )  # fmt: skip
+    dpd_delay_seconds: int = Field(
+        default=10, ge=2, le=300, description="Silence before the gateway checks that an AWS endpoint is alive."
+    )
+    bgp_router_id: ipaddress.IPv4Address | None = Field(
+        default=None, description="FRR's BGP router id. Default: customerGateway.ipAddress."
+    )
+
+
+class VpnConfig(ConfigModel):
+    """Site-to-site VPN to the private cloud: transit gateway, two IKEv2 tunnels (docs/vpn.md)."""
+
+    customer_gateway: CustomerGatewayConfig = Field(description="The on-prem VPN gateway.")
+    on_prem_cidrs: Annotated[list[ipaddress.IPv4Network], AfterValidator(_distinct_items)] = Field(
+        min_length=1, description="The private cloud's networks reached through the VPN (routes, security groups)."
+    )
+    routing: Literal["bgp", "static"] = Field(
+        default="bgp",
+        description="bgp: routes exchanged and failover by BGP (recommended); static: onPremCidrs routed to the VPN.",
+    )
+    amazon_side_asn: int = Field(
+        default=64512, description="The transit gateway's ASN: 64512-65534 or 4200000000-4294967294."
+    )
+    tunnels: list[VpnTunnelConfig] = Field(min_length=2, max_length=2, description="The two tunnels, in order.")
+    ike: IkeConfig = Field(default_factory=IkeConfig, description="IKE/IPsec options of both tunnels.")
+    log_retention_days: int = Field(default=30, description="Days CloudWatch keeps the tunnels' IKE and BGP logs.")
+    access: list[Literal["inference", "awsEndpoints"]] = Field(
+        default_factory=lambda: ["inference", "awsEndpoints"],
+        description=(
+            "What onPremCidrs may reach in the VPC: inference (the model servers' port on EKS), "
+            "awsEndpoints (HTTPS to the interface endpoints, e.g. ECR image pulls). Nothing else."
+        ),
+    )
+    dns: VpnDnsConfig | None = Field(default=None, description="Route 53 Resolver endpoints for hybrid DNS.")
+    on_prem: OnPremVpnConfig = Field(default_factory=OnPremVpnConfig, description="The on-prem gateway's render.")
+
+    _retention_allowed = field_validator("log_retention_days")(lambda value: cloudwatch_retention(value))
+
+    @field_validator("amazon_side_asn")
+    @classmethod
+    def _private_asn(cls, value: int) -> int:
+        if not (64512 <= value <= 65534 or 4200000000 <= value <= 4294967294):
+            raise ValueError("must be a private ASN: 64512-65534 or 4200000000-4294967294")
+        return value
+
+    @model_validator(mode="after")
+    def _tunnels_and_asns(self) -> VpnConfig:
+        from components.vpn.tunnels import InsideCidrError, check_distinct_inside_cidrs
+
+        problems = []
+        try:
+            check_distinct_inside_cidrs([t.inside_cidr for t in self.tunnels])
+        except InsideCidrError as exc:
+            problems.append((("tunnels", 1, "insideCidr"), str(self.tunnels[1].inside_cidr), str(exc)))
+        if self.customer_gateway.bgp_asn == self.amazon_side_asn:
+            problems.append((("customerGateway", "bgpAsn"), self.customer_gateway.bgp_asn,
+                             "must differ from amazonSideAsn: the BGP sessions are external (eBGP)"))  # fmt: skip
+        for index, cidr in enumerate(self.on_prem_cidrs):
+            for other in self.on_prem_cidrs[:index]:
+                if cidr.overlaps(other):
+                    problems.append((("onPremCidrs", index), str(cidr), f"overlaps {other}"))
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+
 # --------------------------------------------------------------------------- cost
 
 
@@ -996,6 +1222,9 @@ class PlatformConfig(ConfigModel):
     failover: FailoverConfig | None = Field(
         default=None, description="Keepalived failover pair protecting the Redis session store (VIP, alarms)."
     )
+    vpn: VpnConfig | None = Field(
+        default=None, description="Site-to-site VPN to the private cloud (transit gateway, two IKEv2 tunnels, alarms)."
+    )
 
     @field_validator("environment")
     @classmethod
@@ -1082,6 +1311,7 @@ class PlatformConfig(ConfigModel):
             problems.append((("mirror", "privateCloud"), "(set)", "needs platform:privateCloud (the cluster to run it on)"))
         problems.extend(self._download_egress())
         problems.extend(self._failover_placement())
+        problems.extend(self._vpn_addressing())
         auth = self.inference.auth
         if auth is not None and auth.algorithm == "HS256" and self.inference_jwt_secret is None:
             problems.append((("inferenceJwtSecret",), None, "is required for inference.auth.algorithm HS256"))
@@ -1114,6 +1344,13 @@ class PlatformConfig(ConfigModel):
             problems.append((("failover", "hostOffset"), self.failover.host_offset,
                              f"leaves no room for two nodes and a VIP in a {tier} subnet of /{self.network.subnet_prefix_lengths()[tier]}"))  # fmt: skip
         return problems
+
+    def _vpn_addressing(self) -> list[tuple[tuple[str | int, ...], Any, str]]:
+        """The private cloud's networks must not collide with the VPC's: routes to them would be ambiguous."""
+        if self.vpn is None:
+            return []
+        return [(("vpn", "onPremCidrs", index), str(cidr), f"overlaps platform:network.vpcCidr ({self.network.vpc_cidr})")
+                for index, cidr in enumerate(self.vpn.on_prem_cidrs) if cidr.overlaps(self.network.vpc_cidr)]  # fmt: skip
 
     @property
     def reserved_gpu_az(self) -> str:
@@ -1261,6 +1498,40 @@ def _field_is_secret(field: Any) -> bool:
     return any(isinstance(m, SecretMarker) for m in field.metadata) or _contains_secret(field.annotation)
 
 
+def _secret_value_set(field: Any, value: Any) -> bool:
+    """Whether ``value`` (a key's raw value) sets a secret-marked field anywhere inside.
+
+    An object key whose secret members are optional and unset holds no secret, so it
+    may stay plaintext (e.g. platform:vpn with generated pre-shared keys).
+    """
+    if value is None:
+        return False
+    if any(isinstance(m, SecretMarker) for m in getattr(field, "metadata", ())):
+        return True
+    return _annotation_secret_set(field.annotation, value)
+
+
+def _annotation_secret_set(annotation: Any, value: Any) -> bool:
+    if value is None:
+        return False
+    if get_origin(annotation) is Annotated:
+        if any(isinstance(a, SecretMarker) for a in get_args(annotation)[1:]):
+            return True
+        return _annotation_secret_set(get_args(annotation)[0], value)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if not isinstance(value, dict):
+            return False
+        return any(_secret_value_set(f, value.get(f.alias or n, value.get(n))) for n, f in annotation.model_fields.items())
+    origin = get_origin(annotation)
+    if origin is list and isinstance(value, list):
+        return any(_annotation_secret_set(get_args(annotation)[0], item) for item in value)
+    if origin is dict and isinstance(value, dict):
+        return any(_annotation_secret_set(get_args(annotation)[1], item) for item in value.values())
+    if origin in (Union, UnionType):
+        return any(_annotation_secret_set(arg, value) for arg in get_args(annotation) if arg is not type(None))
+    return False
+
+
 def secret_config_keys(model: type[BaseModel] = PlatformConfig) -> list[str]:
     """Top-level keys whose value holds a secret anywhere inside; they must be set with --secret."""
     return [f.alias or n for n, f in model.model_fields.items() if _field_is_secret(f)]
@@ -1308,21 +1579,21 @@ def parse_config(
             hint = f"; did you mean {prefix}{close[0]}?" if close else ""
             problems.append(f"{full_key}: unknown key{hint} (allowed: {', '.join(fields)})")
             continue
-        if _field_is_secret(field) and full_key not in secret_keys:
+        value: Any = text
+        if _is_structured(field) and isinstance(text, str):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{full_key}: is not a valid object/list ({exc.msg})")
+                continue
+        if full_key not in secret_keys and _secret_value_set(field, value):
             problems.append(
                 f"{full_key}: holds a secret but is stored in plaintext; set it with "
                 f"`pulumi config set --secret {full_key} ...` (or `--path --secret` for one "
                 "nested value)"
             )
             secret_keys.add(full_key)  # validate it as usual, but never echo it
-        if _is_structured(field) and isinstance(text, str):
-            try:
-                values[key] = json.loads(text)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{full_key}: is not a valid object/list ({exc.msg})")
-                continue
-        else:
-            values[key] = text
+        values[key] = value
     try:
         parsed = model.model_validate(values)
     except ValidationError as exc:

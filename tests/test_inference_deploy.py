@@ -300,8 +300,14 @@ def test_autoscaler_budget_and_network_policy_match_the_config(all_plans, stack)
         pdb = by_kind["PodDisruptionBudget"][f"{prefix}-poddisruptionbudget"]["spec"]
         assert pdb["minAvailable"] == deployment.replicas.min_available < deployment.replicas.min
         policy = by_kind["NetworkPolicy"][f"{prefix}-networkpolicy"]["spec"]
-        sources = {f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for f in policy["ingress"][0]["from"]}
+        peers = policy["ingress"][0]["from"]
+        sources = {f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for f in peers if "namespaceSelector" in f}
         assert sources == {config.inference.ingress_namespace, config.inference.prometheus_namespace}
+        # The private cloud calls the EKS servers directly over the VPN only where vpn.access says so.
+        direct = {f["ipBlock"]["cidr"] for f in peers if "ipBlock" in f}
+        vpn_clients = (deployment.target == "eks" and config.vpn is not None and "inference" in config.vpn.access)
+        assert direct == (set(map(str, config.vpn.on_prem_cidrs)) if vpn_clients else set())
+        assert len(peers) == len(sources) + len(direct)
         assert policy["egress"][0]["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
         https = {b["ipBlock"]["cidr"] for rule in policy["egress"][1:] for b in rule["to"]}
         if deployment.target == "eks":

@@ -43,7 +43,12 @@ FREE_TYPES = frozenset({
     "aws:costexplorer/costAllocationTag:CostAllocationTag", "aws:budgets/budget:Budget",
     "aws:bcmdata/export:Export", "aws:sns/topicSubscription:TopicSubscription",
     "docker-build:index:Image", "aws:ec2/networkInterface:NetworkInterface", "aws:ssm/parameter:Parameter",
-    "random:index/randomPassword:RandomPassword",
+    "random:index/randomPassword:RandomPassword", "aws:ec2/customerGateway:CustomerGateway",
+    "aws:ec2transitgateway/transitGateway:TransitGateway", "aws:ec2transitgateway/routeTable:RouteTable",
+    "aws:ec2transitgateway/routeTableAssociation:RouteTableAssociation",
+    "aws:ec2transitgateway/routeTablePropagation:RouteTablePropagation", "aws:ec2transitgateway/route:Route",
+    "aws:ec2/managedPrefixList:ManagedPrefixList", "aws:route53/resolverRule:ResolverRule",
+    "aws:route53/resolverRuleAssociation:ResolverRuleAssociation",
 })  # fmt: skip
 # Priced per request or invocation: at this platform's volumes a few dollars at most, and
 # not in the usage file; listed with the unpriced so the total never hides them.
@@ -186,7 +191,18 @@ class _Pricer:
             azs = len(inputs.get("subnetIds") or [])
             return azs * self.item("vpc-interface-endpoint-az-hour") * hours, f"interface endpoint in {azs} AZ(s)"
         if kind == "aws:ec2/vpnConnection:VpnConnection":
+            if inputs.get("transitGatewayId"):
+                # The connection's transit gateway attachment is billed too (it has no resource of its own).
+                return ((self.item("vpn-connection-hour") + self.item("transit-gateway-attachment-hour")) * hours,
+                        "one Site-to-Site VPN connection + its transit gateway attachment (data processing not estimated)")  # fmt: skip
             return self.item("vpn-connection-hour") * hours, "one Site-to-Site VPN connection"
+        if kind == "aws:ec2transitgateway/vpcAttachment:VpcAttachment":
+            return (self.item("transit-gateway-attachment-hour") * hours,
+                    "one transit gateway attachment (data processing not estimated)")  # fmt: skip
+        if kind == "aws:route53/resolverEndpoint:ResolverEndpoint":
+            addresses = len(inputs.get("ipAddresses") or [])
+            return (addresses * self.item("route53-resolver-endpoint-eni-hour") * hours,
+                    f"Resolver endpoint with {addresses} IP addresses (queries not estimated)")  # fmt: skip
         if kind == "aws:lb/loadBalancer:LoadBalancer":
             return self.item("alb-hour") * hours, "load balancer hours (LCUs not estimated)"
         if kind == "aws:kms/key:Key":

@@ -205,6 +205,8 @@ def serving_targets(config: PlatformConfig) -> dict[str, manifests.TargetCluster
             has_gpu_scheduling_contract=True,
             # AWS APIs through the VPC's interface endpoints, plus the mirror's addresses.
             egress_cidrs=tuple(str(c) for c in [config.network.vpc_cidr, *config.inference.egress_cidrs]),
+            client_cidrs=tuple(str(c) for c in config.vpn.on_prem_cidrs)
+            if config.vpn is not None and "inference" in config.vpn.access else (),
         )
     }
     cloud = config.private_cloud

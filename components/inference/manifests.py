@@ -40,6 +40,7 @@ class TargetCluster:
     gpu_node_selector: dict[str, str] = field(default_factory=dict)  # elsewhere: plain node labels
     egress_cidrs: tuple[str, ...] = ()
     image_pull_secret: str | None = None
+    client_cidrs: tuple[str, ...] = ()  # networks that call the servers directly (the private cloud, over the VPN)
 
 
 def labels(deployment: str, version: str) -> dict[str, str]:
@@ -252,9 +253,11 @@ def disruption_budget(deployment: ModelDeploymentConfig, config: InferenceConfig
 
 def network_policy(deployment: ModelDeploymentConfig, config: InferenceConfig, target: TargetCluster,
                    version: str) -> dict[str, Any]:  # fmt: skip
-    """Ingress from the gateway and Prometheus namespaces only; egress to DNS and HTTPS endpoints."""
-    from_namespace = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-                      for ns in (config.ingress_namespace, config.prometheus_namespace)]  # fmt: skip
+    """Ingress from the gateway and Prometheus namespaces (and the target's client networks) only;
+    egress to DNS and HTTPS endpoints."""
+    sources: list[dict[str, Any]] = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+                                            for ns in (config.ingress_namespace, config.prometheus_namespace)]  # fmt: skip
+    sources += [{"ipBlock": {"cidr": cidr}} for cidr in target.client_cidrs]
     egress: list[dict[str, Any]] = [{
         "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
@@ -266,7 +269,7 @@ def network_policy(deployment: ModelDeploymentConfig, config: InferenceConfig, t
     return _object(
         "networking.k8s.io/v1", "NetworkPolicy", deployment.name, config.namespace, labels(deployment.name, version),
         spec={"podSelector": {"matchLabels": selector(deployment.name)}, "policyTypes": ["Ingress", "Egress"],
-              "ingress": [{"from": from_namespace, "ports": [{"protocol": "TCP", "port": SERVER_PORT}]}],
+              "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": SERVER_PORT}]}],
               "egress": egress},
     )  # fmt: skip
 

@@ -189,6 +189,8 @@ class Network(PlatformComponent):
             tier: {az: subnet.id for az, subnet in by_az.items()} for tier, by_az in self.subnets.items()
         }
         self.private_route_table_ids = pulumi.Output.all(*[rt.id for rt in self.private_route_tables])
+        # One id per AZ, known by count before deployment: other components add routes to each.
+        self.private_route_table_id_list = [rt.id for rt in self.private_route_tables]
         self.endpoint_security_group_id = self.endpoint_security_group.id
         self.register_outputs(
             {
