@@ -6,8 +6,10 @@ STACK  ?= dev
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the tests drive for real: the failover lab (keepalived, Redis, iptables in
-# network namespaces) and node for the CloudFront Function.
-DEB_PACKAGES := keepalived redis-server iptables iproute2
+# network namespaces), the VPN lab (strongSwan's charon with userspace IPsec, swanctl) and the
+# checkers of the VPN gateway's files (FRR's vtysh, shellcheck, systemd-analyze), and node for
+# the CloudFront Function.
+DEB_PACKAGES := keepalived redis-server iptables iproute2 strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins frr shellcheck systemd
 
 .PHONY: plan plan-json test docs bench clean serve-demo
 
@@ -47,7 +49,7 @@ docs: $(STAMP)
 	$(BIN)/python -m platformctl.reference --write-pulumi-yaml Pulumi.yaml
 	$(BIN)/platformctl cost readme --write README.md
 
-## Benchmarks (results in docs/): offline plan, batching cores, serving vs peers, model mirror, cost, failover
+## Benchmarks (results in docs/): offline plan, batching cores, serving vs peers, model mirror, cost, failover, VPN failover
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/plan_bench.py
@@ -56,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/mirror_bench.py
 	$(BIN)/python bench/cost_bench.py
 	$(BIN)/python bench/failover_bench.py --runs 5 --sweep 0.05 0.1 0.25 0.5
+	$(BIN)/python bench/vpn_failover_bench.py --runs 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis plan-*.json

@@ -143,8 +143,8 @@ POLICIES = [
         validate=_for_type(("aws:kms/key:Key",), rules.kms_rotation)),
     ResourceValidationPolicy(
         name="vpn-ikev2-strong-proposals", severity=Severity.HIGH, enforcement_level=MANDATORY,
-        description="VPN tunnels use IKEv2 only, AES-GCM/AES encryption and SHA-2 integrity in both phases.",
-        remediation_steps="Set tunnelN IKE versions, phase 1/2 encryption and integrity algorithms explicitly.",
+        description="VPN tunnels use IKEv2 only, AES-GCM/AES encryption, SHA-2 integrity and ECP DH groups 19-21 in both phases.",
+        remediation_steps="Set tunnelN IKE versions and phase 1/2 encryption, integrity and DH group lists explicitly.",
         validate=_for_type(("aws:ec2/vpnConnection:VpnConnection",), rules.vpn_tunnels)),
     ResourceValidationPolicy(
         name="iam-no-admin-star", severity=Severity.CRITICAL, enforcement_level=MANDATORY,

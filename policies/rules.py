@@ -20,6 +20,7 @@ MODERN_TLS = ("TLSv1.2_2021", "TLSv1.2_2025", "TLSv1.3_2025")
 HTTPS_VIEWER = ("redirect-to-https", "https-only")
 VPN_ENCRYPTION = ("AES256-GCM-16", "AES128-GCM-16", "AES256", "AES128")
 VPN_INTEGRITY = ("SHA2-256", "SHA2-384", "SHA2-512")
+VPN_DH_GROUPS = (19, 20, 21)  # ECP 256/384/521; AWS's defaults also allow MODP 1024/2048 (groups 2, 14)
 COST_TAGS = ("environment", "component", "cost-center", "owner", "stack")
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob")
 
@@ -142,6 +143,9 @@ def vpn_tunnels(props: Mapping[str, Any]) -> list[str]:
                 problems.append(f"{tunnel} {phase.lower()}: encryption {encryption or 'AWS defaults'} (AES-GCM/AES only)")
             if not integrity or set(integrity) - set(VPN_INTEGRITY):
                 problems.append(f"{tunnel} {phase.lower()}: integrity {integrity or 'AWS defaults'} (SHA-2 only)")
+            groups = _as_list(props.get(f"{tunnel}{phase}DhGroupNumbers"))
+            if not groups or set(groups) - set(VPN_DH_GROUPS):
+                problems.append(f"{tunnel} {phase.lower()}: DH groups {groups or 'AWS defaults'} (19, 20, 21 only)")
     return problems
 
 

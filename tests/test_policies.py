@@ -54,7 +54,8 @@ GOOD_CONTAINER = {"name": "c", "image": "r@sha256:" + "a" * 64, "resources": {"l
 PAB = {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True, "restrictPublicBuckets": True}
 TUNNEL = {f"tunnel{n}{k}": v for n in (1, 2) for k, v in {
     "IkeVersions": ["ikev2"], "Phase1EncryptionAlgorithms": ["AES256-GCM-16"], "Phase2EncryptionAlgorithms": ["AES256-GCM-16"],
-    "Phase1IntegrityAlgorithms": ["SHA2-256"], "Phase2IntegrityAlgorithms": ["SHA2-256"]}.items()}  # fmt: skip
+    "Phase1IntegrityAlgorithms": ["SHA2-256"], "Phase2IntegrityAlgorithms": ["SHA2-256"],
+    "Phase1DhGroupNumbers": [20], "Phase2DhGroupNumbers": [19, 21]}.items()}  # fmt: skip
 SPOT_ASG = {"maxSize": 4, "tags": [{"key": "k8s.io/cluster-autoscaler/node-template/label/capacity-type", "value": "spot",
                                     "propagateAtLaunch": True}],
             "mixedInstancesPolicy": {"instancesDistribution": {"onDemandBaseCapacity": 0,
@@ -101,6 +102,8 @@ CASES = [
     ("kms-rotation", _one("aws:kms/key:Key", {"enableKeyRotation": True}), _one("aws:kms/key:Key", {})),
     ("vpn-ikev2-strong-proposals", _one("aws:ec2/vpnConnection:VpnConnection", TUNNEL),
      _one("aws:ec2/vpnConnection:VpnConnection", {**TUNNEL, "tunnel2IkeVersions": ["ikev1", "ikev2"]})),
+    ("vpn-ikev2-strong-proposals", _one("aws:ec2/vpnConnection:VpnConnection", TUNNEL),
+     _one("aws:ec2/vpnConnection:VpnConnection", {**TUNNEL, "tunnel1Phase2DhGroupNumbers": [14, 19]})),
     ("iam-no-admin-star",
      _one("aws:iam/rolePolicy:RolePolicy", {"policy": _policy({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})}),
      _one("aws:iam/rolePolicy:RolePolicy", {"policy": _policy({"Effect": "Allow", "Action": "*", "Resource": "*"})})),

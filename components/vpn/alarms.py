@@ -34,8 +34,11 @@ def tunnel_alarms() -> list[TunnelAlarm]:
     ]  # fmt: skip
 
 
-def alarm_metric_queries(alarm: TunnelAlarm, vpn_id: str, tunnel_addresses: tuple[str, str]) -> list[dict[str, Any]]:
-    """``metric_queries`` of a MetricAlarm: each tunnel's TunnelState (Maximum per minute), then the best of them."""
+def alarm_metric_queries(alarm: TunnelAlarm, vpn_id: Any, tunnel_addresses: tuple[Any, Any]) -> list[dict[str, Any]]:
+    """``metric_queries`` of a MetricAlarm: each tunnel's TunnelState (Maximum per minute), then the best of them.
+
+    ``vpn_id`` and the tunnels' outside addresses may be Pulumi outputs (known after deployment).
+    """
     queries: list[dict[str, Any]] = [
         {"id": f"t{tunnel}", "return_data": False,
          "metric": {"namespace": NAMESPACE, "metric_name": "TunnelState", "period": PERIOD_SECONDS, "stat": "Maximum",

@@ -246,8 +246,7 @@ class SiteToSiteVpn(PlatformComponent):
                 comparison_operator="LessThanThreshold", threshold=1,
                 evaluation_periods=spec.evaluation_periods, datapoints_to_alarm=spec.evaluation_periods,
                 treat_missing_data="breaching",
-                metric_queries=pulumi.Output.all(vpn_id, *addresses).apply(
-                    lambda values, spec=spec: alarms.alarm_metric_queries(spec, values[0], (values[1], values[2]))),
+                metric_queries=alarms.alarm_metric_queries(spec, vpn_id, addresses),
                 alarm_actions=[args.alarm_topic_arn], ok_actions=[args.alarm_topic_arn],
                 tags={**self.tags(spec.name), "severity": spec.severity}, opts=self.child_opts(),
             )  # fmt: skip

@@ -139,8 +139,8 @@ def swanctl_connections(gw: Gateway, *, route_based: bool = True) -> str:
              "# Secrets are in aws-vpn.secrets.conf. Load with: swanctl --load-all", "connections {"]  # fmt: skip
     for tunnel in gw.tunnels:
         child = [
-            f"            local_ts = 0.0.0.0/0",
-            f"            remote_ts = 0.0.0.0/0",
+            "            local_ts = 0.0.0.0/0",
+            "            remote_ts = 0.0.0.0/0",
             f"            esp_proposals = {esp_props}",
             f"            rekey_time = {ike_rekey_time(ike.phase2_lifetime_seconds, ike.rekey_margin_seconds)}s",
             f"            rand_time = {jitter}s",
