@@ -18,38 +18,26 @@ from components.gpu import CapacityPool, CapacityPoolArgs
 from components.inference import deploy_models, private_cloud_provider
 from components.mirror.component import ModelMirror, ModelMirrorArgs
 from components.network import Network, NetworkArgs
+from components.storage.component import TieredStorage, TieredStorageArgs
 from components.tagging import TagContext, resource_name
 from components.vpn.component import SiteToSiteVpn, SiteToSiteVpnArgs
 
 # Validated before any resource is declared: a bad stack file stops here.
 config = load_platform_config()
 
-tags = TagContext(
-    project=pulumi.get_project(),
-    stack=pulumi.get_stack(),
-    environment=config.environment,
-    cost_center=config.tags.cost_center,
-    owner=config.tags.owner,
-    extra=config.tags.extra,
-)
+tags = TagContext(project=pulumi.get_project(), stack=pulumi.get_stack(), environment=config.environment,
+                  cost_center=config.tags.cost_center, owner=config.tags.owner, extra=config.tags.extra)
+name_prefix = f"{tags.project}-{config.environment}"
 aws_provider = aws.Provider("aws", region=config.aws.region, allowed_account_ids=config.aws.allowed_account_ids or None)
+placement = {"tags": tags, "provider": aws_provider}
 
-network = Network(
-    "network",
-    NetworkArgs(config=config.network, region=config.aws.region, nat_mode=config.nat_gateway_mode),
-    tags=tags,
-    provider=aws_provider,
-)
+network = Network("network", NetworkArgs(config=config.network, region=config.aws.region,
+                                         nat_mode=config.nat_gateway_mode), **placement)  # fmt: skip
 cluster = EksCluster(
     "eks",
-    EksClusterArgs(
-        config=config.eks,
-        cluster_name=resource_name(tags.project, config.environment, "eks"),
-        region=config.aws.region,
-        private_subnet_ids=network.private_subnet_ids,
-    ),
-    tags=tags,
-    provider=aws_provider,
+    EksClusterArgs(config=config.eks, cluster_name=resource_name(tags.project, config.environment, "eks"),
+                   region=config.aws.region, private_subnet_ids=network.private_subnet_ids),  # fmt: skip
+    **placement,
 )
 gpu = CapacityPool(
     "gpu",
@@ -67,9 +55,16 @@ gpu = CapacityPool(
         oidc_provider_arn=cluster.oidc_provider_arn,
         oidc_issuer=cluster.oidc_issuer,
         k8s_provider=cluster.k8s_provider,
+        storage=config.storage,  # the hot tier: GPU nodes' local disks
     ),
-    tags=tags,
-    provider=aws_provider,
+    **placement,
+)
+storage = TieredStorage(
+    "storage",
+    TieredStorageArgs(config=config.storage, name_prefix=name_prefix, region=config.aws.region,
+                      k8s_provider=cluster.k8s_provider, oidc_provider_arn=cluster.oidc_provider_arn,
+                      oidc_issuer=cluster.oidc_issuer),  # fmt: skip
+    **placement,
 )
 
 root = Path(__file__).resolve().parent
@@ -85,20 +80,18 @@ if config.mirror is not None:
         "mirror",
         ModelMirrorArgs(config=config.mirror, bucket_name=bucket_name, project_root=root,
                         private_cloud_provider=private_cloud, **k8s_targets),  # fmt: skip
-        tags=tags,
-        provider=aws_provider,
+        **placement,
     )
     pulumi.export("modelMirrorUrl", mirror.public_url)
 if config.cost is not None:
     cost = CostGuardrails(
         "cost",
         CostGuardrailsArgs(config=config.cost, environment=config.environment, region=config.aws.region,
-                           name_prefix=f"{tags.project}-{config.environment}"),  # fmt: skip
-        tags=tags,
-        provider=aws_provider,
+                           name_prefix=name_prefix),  # fmt: skip
+        **placement,
     )
     pulumi.export("costLedgerBucket", cost.ledger_bucket.bucket)
-alerting = AlertTopic("alerting", AlertTopicArgs(config=config.alerting), tags=tags, provider=aws_provider)
+alerting = AlertTopic("alerting", AlertTopicArgs(config=config.alerting), **placement)
 if config.failover is not None:
     failover = FailoverPair(
         "failover",
@@ -106,8 +99,7 @@ if config.failover is not None:
                          pair_name=resource_name(tags.project, config.environment, "session-store"),
                          vpc_id=network.vpc_id, vpc_cidr=str(config.network.vpc_cidr),
                          subnet_ids_by_az=network.subnet_ids_by_az, alarm_topic_arn=alerting.topic_arn),  # fmt: skip
-        tags=tags,
-        provider=aws_provider,
+        **placement,
     )
     pulumi.export("sessionStore", {"endpoint": failover.endpoint, "nodes": failover.node_addresses,
                                    "passwordParameter": failover.password_parameter})  # fmt: skip
@@ -115,19 +107,19 @@ if config.failover is not None:
 if config.vpn is not None:
     vpn = SiteToSiteVpn(
         "vpn",
-        SiteToSiteVpnArgs(config=config.vpn, name_prefix=f"{tags.project}-{config.environment}", vpc_id=network.vpc_id,
+        SiteToSiteVpnArgs(config=config.vpn, name_prefix=name_prefix, vpc_id=network.vpc_id,
                           private_subnet_ids=list(network.subnet_ids_by_az["private"].values()),
                           private_route_table_ids=network.private_route_table_id_list, vpc_cidr=str(config.network.vpc_cidr),
                           alarm_topic_arn=alerting.topic_arn, cluster_security_group_id=cluster.cluster_security_group_id,
                           endpoint_security_group_id=network.endpoint_security_group_id),  # fmt: skip
-        tags=tags,
-        provider=aws_provider,
+        **placement,
     )
     # `platformctl vpn onprem-config` renders the on-prem gateway from these two.
     pulumi.export("vpn", {"connectionId": vpn.connection_id, "transitGatewayId": vpn.transit_gateway_id,
                           "tunnels": vpn.tunnels, "resolverInboundAddresses": vpn.resolver_inbound_addresses})  # fmt: skip
     pulumi.export("vpnPreSharedKeys", vpn.pre_shared_keys)
 
+pulumi.export("storage", {"buckets": storage.bucket_names, "logStream": storage.stream_name})
 pulumi.export("alertTopicArn", alerting.topic_arn)
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)

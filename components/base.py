@@ -43,15 +43,18 @@ class PlatformComponent(pulumi.ComponentResource):
 
     # -- shared building blocks (one place for what several components declare) -----------
 
-    def private_bucket(self, suffix: str, bucket_name: str, versioned: bool = True, log_delivery: bool = False
-                       ) -> aws.s3.Bucket:  # fmt: skip
-        """An S3 bucket with public access blocked, SSE-S3 default encryption and owner-only objects.
+    def private_bucket(self, suffix: str, bucket_name: str, versioned: bool = True, log_delivery: bool = False,
+                       kms_key_arn: pulumi.Input[str] | None = None, object_lock: bool = False) -> aws.s3.Bucket:  # fmt: skip
+        """An S3 bucket with public access blocked, default encryption and owner-only objects.
 
+        Encryption is SSE-S3, or SSE-KMS with an S3 bucket key when ``kms_key_arn`` is given.
         ``log_delivery``: ACLs stay enabled (BucketOwnerPreferred), as CloudFront's standard
-        logs are written with an ACL grant to its log-delivery account.
+        logs are written with an ACL grant to its log-delivery account. ``object_lock``: Object
+        Lock enabled at creation (the only time S3 allows it); versioning comes with it.
         """
         bucket = aws.s3.Bucket(self.child_name(suffix), bucket=bucket_name, force_destroy=False,
-                               tags=self.tags(suffix), opts=self.child_opts())  # fmt: skip
+                               object_lock_enabled=object_lock or None, tags=self.tags(suffix),
+                               opts=self.child_opts())  # fmt: skip
         aws.s3.BucketPublicAccessBlock(
             self.child_name(suffix), bucket=bucket.id, block_public_acls=True, block_public_policy=True,
             ignore_public_acls=True, restrict_public_buckets=True, opts=self.child_opts(),
@@ -63,11 +66,13 @@ class PlatformComponent(pulumi.ComponentResource):
         )  # fmt: skip
         aws.s3.BucketServerSideEncryptionConfiguration(
             self.child_name(suffix), bucket=bucket.id,
-            # SSE-S3: readers such as CloudFront (OAC) need no KMS key policy.
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}],
+            # SSE-S3 by default: readers such as CloudFront (OAC) need no KMS key policy.
+            rules=[{"apply_server_side_encryption_by_default": (
+                {"sse_algorithm": "aws:kms", "kms_master_key_id": kms_key_arn} if kms_key_arn is not None
+                else {"sse_algorithm": "AES256"}), "bucket_key_enabled": True}],
             opts=self.child_opts(),
         )  # fmt: skip
-        if versioned:
+        if versioned or object_lock:
             aws.s3.BucketVersioning(self.child_name(suffix), bucket=bucket.id,
                                     versioning_configuration={"status": "Enabled"}, opts=self.child_opts())  # fmt: skip
         return bucket

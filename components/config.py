@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import math
 import re
 from types import UnionType
 from collections.abc import Callable, Iterable, Mapping
@@ -262,6 +263,8 @@ class NetworkConfig(ConfigModel):
 GPU_INSTANCE_FAMILIES = frozenset(
     {"g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200"}
 )
+# Families whose instances have no NVMe instance store (the rest of GPU_INSTANCE_FAMILIES do).
+GPU_FAMILIES_WITHOUT_INSTANCE_STORE = frozenset({"p3"})
 EKS_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 
 
@@ -286,6 +289,12 @@ def _pinned_image(value: str) -> str:
 
 
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
+
+
+def _gibibytes(quantity: str) -> float:
+    """A Kubernetes memory/storage quantity (validated elsewhere: digits and Ki/Mi/Gi/Ti) in GiB."""
+    units = {"Ki": 2**-20, "Mi": 2**-10, "Gi": 1, "Ti": 2**10}
+    return float(quantity[:-2]) * units[quantity[-2:]]
 
 
 def _check_sizes(min_size: int, desired_size: int, max_size: int) -> None:
@@ -1135,6 +1144,122 @@ class VpnConfig(ConfigModel):
         return self
 
 
+# --------------------------------------------------------------------------- tiered storage
+
+
+class HotTierConfig(ConfigModel):
+    """Node-local storage of the GPU nodes: the model cache and container logs, off the system disk."""
+
+    source: Literal["instanceStore", "ebs"] = Field(
+        default="instanceStore",
+        description=(
+            "instanceStore: the GPU instance's NVMe disks, striped (nodeadm RAID0) and used for kubelet, "
+            "containerd and pod logs; every GPU type must have them. ebs: a gp3 data volume of sizeGib."
+        ),
+    )
+    size_gib: int = Field(default=200, ge=20, le=16384, description="gp3 data volume size (source ebs).")
+    throughput_mibps: int = Field(default=250, ge=125, le=1000, description="gp3 throughput, MiB/s (source ebs).")
+    iops: int = Field(default=3000, ge=3000, le=16000, description="gp3 IOPS (source ebs).")
+    retention_days: int = Field(
+        default=3, ge=1, le=30,
+        description="Days of logs each node keeps locally: container-log rotation and the shipper's buffer are sized for it.",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _gp3_ratio(self) -> HotTierConfig:
+        # gp3: at most 0.25 MiB/s of throughput per provisioned IOPS.
+        if self.throughput_mibps > self.iops // 4:
+            raise _CrossFieldErrors([(("throughputMibps",), self.throughput_mibps,
+                                      f"gp3 allows at most iops/4 = {self.iops // 4} MiB/s at {self.iops} IOPS")])  # fmt: skip
+        return self
+
+
+class ColdClassConfig(ConfigModel):
+    """One data class's bucket: when objects move down the tiers, when they expire (days after creation)."""
+
+    standard_ia_days: int | None = Field(default=30, ge=30, description="To Standard-IA (S3's minimum: 30). Null: skip.")
+    glacier_ir_days: int | None = Field(default=90, ge=1, description="To Glacier Instant Retrieval. Null: skip.")
+    deep_archive_days: int | None = Field(default=180, ge=1, description="To Glacier Deep Archive. Null: skip.")
+    expire_days: int | None = Field(default=730, ge=1, description="Deleted after this many days. Null: kept.")
+    noncurrent_expire_days: int = Field(default=30, ge=1, description="Overwritten or deleted versions kept this long.")
+    object_lock_days: int | None = Field(
+        default=None, ge=1, le=36500,
+        description="Object Lock (governance mode) default retention; only set at bucket creation (audit data).",
+    )  # fmt: skip
+
+    def transitions(self) -> list[tuple[str, str, int]]:
+        """(config key, S3 storage class, days), in tier order, skipping null tiers."""
+        tiers = [("standardIaDays", "STANDARD_IA", self.standard_ia_days),
+                 ("glacierIrDays", "GLACIER_IR", self.glacier_ir_days),
+                 ("deepArchiveDays", "DEEP_ARCHIVE", self.deep_archive_days)]  # fmt: skip
+        return [(key, storage_class, days) for key, storage_class, days in tiers if days is not None]
+
+    @model_validator(mode="after")
+    def _schedule(self) -> ColdClassConfig:
+        from components.storage.lifecycle import schedule_problems  # local: the rules import nothing from here
+
+        problems = [((key,), value, message) for key, value, message in schedule_problems(self.transitions(), self.expire_days)]
+        if self.object_lock_days is not None and self.expire_days is not None and self.expire_days < self.object_lock_days:
+            problems.append((("expireDays",), self.expire_days,
+                             f"is shorter than objectLockDays ({self.object_lock_days}): S3 cannot expire locked versions"))  # fmt: skip
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+
+def _default_classes() -> dict[str, ColdClassConfig]:
+    return {
+        "logs": ColdClassConfig(),
+        # Audit records: locked against deletion for a year, kept seven.
+        "audit": ColdClassConfig(expire_days=2555, object_lock_days=365),
+        # Model-cache backups: restored whole, rarely; no Deep Archive (12-48 h restores).
+        "model-cache-backups": ColdClassConfig(deep_archive_days=None, expire_days=365),
+    }
+
+
+class FirehoseConfig(ConfigModel):
+    """The ingest buffer: Kinesis Data Firehose into the logs bucket."""
+
+    buffering_size_mb: int = Field(
+        default=64, ge=64, le=128, description="MiB Firehose buffers before writing (64+: dynamic partitioning's minimum)."
+    )
+    buffering_interval_seconds: int = Field(default=300, ge=0, le=900, description="Seconds Firehose buffers at most.")
+    error_retention_days: int = Field(default=30, description="Days CloudWatch keeps Firehose's delivery errors.")
+
+    _retention_allowed = field_validator("error_retention_days")(lambda value: cloudwatch_retention(value))
+
+
+class LogShippingConfig(ConfigModel):
+    """Fluent Bit on every EKS node, shipping container logs to Firehose."""
+
+    image: PinnedImage = Field(default="cr.fluentbit.io/fluent/fluent-bit:3.2.10", description="Fluent Bit image.")
+    namespace: str = Field(default="logging", pattern=_DNS_LABEL, description="Namespace of the DaemonSet.")
+    gb_per_day: float = Field(
+        default=10, gt=0, le=100000, description="Expected log volume of the whole cluster (sizes buffers; the estimator's usage file prices it)."
+    )
+    expected_nodes: int = Field(default=4, ge=1, le=5000, description="Nodes the volume spreads over (sizes each node's share).")
+
+
+class StorageConfig(ConfigModel):
+    """Tiered storage: hot node-local disks, cold S3 classes with lifecycle, a Firehose ingest buffer."""
+
+    hot: HotTierConfig = Field(default_factory=HotTierConfig, description="Node-local storage of the GPU nodes.")
+    classes: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,30}$")], ColdClassConfig] = Field(
+        default_factory=_default_classes,
+        description="Cold buckets, one per data class (logs, audit, model-cache-backups); `logs` receives Firehose.",
+    )
+    firehose: FirehoseConfig = Field(default_factory=FirehoseConfig, description="The ingest buffer into the logs bucket.")
+    shipping: LogShippingConfig = Field(default_factory=LogShippingConfig, description="Fluent Bit DaemonSet on EKS.")
+    access_log_retention_days: int = Field(default=90, ge=1, le=3650, description="Days S3 access logs of the buckets are kept.")
+
+    @field_validator("classes")
+    @classmethod
+    def _logs_class(cls, value: dict[str, ColdClassConfig]) -> dict[str, ColdClassConfig]:
+        if "logs" not in value:
+            raise ValueError("must include `logs`: Firehose delivers there")
+        return value
+
+
 # --------------------------------------------------------------------------- cost
 
 
@@ -1221,6 +1346,9 @@ class PlatformConfig(ConfigModel):
     alerting: AlertingConfig = Field(default_factory=AlertingConfig, description="Alarm notifications.")
     failover: FailoverConfig | None = Field(
         default=None, description="Keepalived failover pair protecting the Redis session store (VIP, alarms)."
+    )
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="Tiered storage: hot node disks, cold S3 with lifecycle, Firehose ingest."
     )
     vpn: VpnConfig | None = Field(
         default=None, description="Site-to-site VPN to the private cloud (transit gateway, two IKEv2 tunnels, alarms)."
@@ -1312,6 +1440,7 @@ class PlatformConfig(ConfigModel):
         problems.extend(self._download_egress())
         problems.extend(self._failover_placement())
         problems.extend(self._vpn_addressing())
+        problems.extend(self._hot_tier())
         auth = self.inference.auth
         if auth is not None and auth.algorithm == "HS256" and self.inference_jwt_secret is None:
             problems.append((("inferenceJwtSecret",), None, "is required for inference.auth.algorithm HS256"))
@@ -1344,6 +1473,25 @@ class PlatformConfig(ConfigModel):
             problems.append((("failover", "hostOffset"), self.failover.host_offset,
                              f"leaves no room for two nodes and a VIP in a {tier} subnet of /{self.network.subnet_prefix_lengths()[tier]}"))  # fmt: skip
         return problems
+
+    def _hot_tier(self) -> list[tuple[tuple[str | int, ...], Any, str]]:
+        """The GPU nodes' hot tier must exist on every GPU type and hold the model cache and the logs."""
+        hot = self.storage.hot
+        gpu_types = ([self.gpu.reserved.instance_type] if self.gpu.reserved.count else []) + (
+            list(self.gpu.spot.instance_types) if self.gpu.spot.max_size else [])  # fmt: skip
+        if hot.source == "instanceStore":
+            without = sorted({t for t in gpu_types if t.split(".")[0] in GPU_FAMILIES_WITHOUT_INSTANCE_STORE})
+            return [(("storage", "hot", "source"), "instanceStore",
+                     f"{', '.join(without)} has no instance store: use source ebs or other GPU types")] if without else []  # fmt: skip
+        from components.storage.shipping import hot_sizing
+
+        caches = [_gibibytes(d.resources.model_cache) for d in self.inference.deployments if d.target == "eks" and d.variant == "cuda"]
+        needed = max(caches, default=0) + hot_sizing(hot, self.storage.shipping).hot_log_gib
+        if hot.size_gib < needed:
+            return [(("storage", "hot", "sizeGib"), hot.size_gib,
+                     f"must hold the largest EKS model cache ({max(caches, default=0):g} GiB) and "
+                     f"{hot_sizing(hot, self.storage.shipping).hot_log_gib:.1f} GiB of logs: at least {math.ceil(needed)}")]  # fmt: skip
+        return []
 
     def _vpn_addressing(self) -> list[tuple[tuple[str | int, ...], Any, str]]:
         """The private cloud's networks must not collide with the VPC's: routes to them would be ambiguous."""

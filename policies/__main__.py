@@ -26,7 +26,7 @@ GPU_TYPES = ["g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge", "g5.2xlarge", "g6.xlarg
              "g6e.2xlarge", "p4d.24xlarge"]  # fmt: skip
 # System daemons that must run as root on the node (device plugins talk to the kubelet's socket
 # directory) or that upstream publishes by tag: reported by the advisory policy instead.
-EXEMPT_WORKLOADS = ["kube-system/nvidia-device-plugin"]
+EXEMPT_WORKLOADS = ["kube-system/nvidia-device-plugin", "logging/fluent-bit"]
 
 
 def _for_type(type_tokens: tuple[str, ...], rule, config_keys: tuple[str, ...] = ()):

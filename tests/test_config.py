@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from components.config import (
+    GPU_FAMILIES_WITHOUT_INSTANCE_STORE,
     GPU_INSTANCE_FAMILIES,
     ConfigError,
     ConfigModel,
@@ -315,8 +316,12 @@ def test_reserved_type_is_accepted_exactly_for_nvidia_gpu_families(family, size)
     try:
         config = parse(gpu(reserved={"count": 1, "instanceType": instance_type}))
     except ConfigError as error:
-        assert family not in GPU_INSTANCE_FAMILIES
-        assert error.problems[0].startswith("platform:gpu.reserved.instanceType")
+        if family in GPU_FAMILIES_WITHOUT_INSTANCE_STORE:  # a GPU type, but the default hot tier needs NVMe
+            assert error.problems == [f'platform:storage.hot.source = "instanceStore": {instance_type} has no instance '
+                                      "store: use source ebs or other GPU types"]  # fmt: skip
+        else:
+            assert family not in GPU_INSTANCE_FAMILIES
+            assert error.problems[0].startswith("platform:gpu.reserved.instanceType")
     else:
         assert family in GPU_INSTANCE_FAMILIES
         assert config.gpu.reserved.instance_type == instance_type

@@ -89,7 +89,8 @@ def test_gpu_nodes_have_imdsv2_encrypted_gp3_and_the_accelerated_ami(plans, stac
         "httpPutResponseHopLimit": 1,
         "httpTokens": "required",
     }
-    [volume] = template.inputs["blockDeviceMappings"]
+    volume = template.inputs["blockDeviceMappings"][0]  # the root; a second is the ebs hot tier (tests/storage)
+    assert volume["deviceName"] == "/dev/xvda"
     assert volume["ebs"] == {"deleteOnTermination": "true", "encrypted": "true", "volumeSize": 200, "volumeType": "gp3"}
     # The AMI comes from the EKS accelerated-AMI SSM parameter (a placeholder offline).
     assert template.inputs["imageId"] == "offline-plan-ssm-placeholder"
@@ -143,7 +144,7 @@ def test_kubelet_label_flag_round_trips(labels):
 @pytest.mark.parametrize("stack", STACKS)
 def test_device_plugin_runs_on_gpu_nodes_and_is_a_valid_daemonset(plans, stack):
     plan = plans[stack]
-    [daemonset] = plan.of_type("kubernetes:apps/v1:DaemonSet")
+    [daemonset] = [r for r in plan.of_type("kubernetes:apps/v1:DaemonSet") if r.name.startswith("gpu-")]
     manifest = daemonset.inputs
     assert manifest["apiVersion"] == "apps/v1" and manifest["kind"] == "DaemonSet"
     pod = manifest["spec"]["template"]["spec"]

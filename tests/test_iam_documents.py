@@ -18,6 +18,7 @@ from components.gpu.policies import (
 )
 from components.failover.policies import node_role_policy
 from components.network import flow_logs_delivery_policy, flow_logs_trust_policy
+from components.storage.firehose import delivery_role_policy, shipper_policy
 
 QUEUE = "arn:aws:sqs:us-east-1:111122223333:gpu-interruptions"
 RULES = ["arn:aws:events:us-east-1:111122223333:rule/a", "arn:aws:events:us-east-1:111122223333:rule/b"]
@@ -30,6 +31,10 @@ IDENTITY_POLICIES = {
         mode=mode, region="us-east-1", account_id="111122223333", network_interface_id="eni-0a1b2c3d4e5f60718",
         allocation_id="eipalloc-0a1b2c3d4e5f60718", password_parameter_arn="arn:aws:ssm:us-east-1:111122223333:parameter/p")
        for mode in ("secondaryIp", "elasticIp")},
+    "firehose-delivery": json.dumps(delivery_role_policy(
+        "arn:aws:s3:::platform-dev-logs", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:logs:us-east-1:111122223333:log-group:/aws/kinesisfirehose/platform-dev-logs")),
+    "log-shipper": json.dumps(shipper_policy("arn:aws:firehose:us-east-1:111122223333:deliverystream/platform-dev-logs")),
 }
 TRUST_POLICIES = {
     "eks-cluster": service_trust_policy("eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")),

@@ -172,7 +172,7 @@ def test_stack_exports(plans):
     assert set(outputs) == {
         "vpcId", "privateSubnetIds", "publicSubnetIds", "clusterName", "gpuEventsTopicArn", "gpuScheduling",
         "inferenceImage", "modelDeployments", "costLedgerBucket", "alertTopicArn", "sessionStore",
-        "vpn", "vpnPreSharedKeys",
+        "vpn", "vpnPreSharedKeys", "storage",
     }
     assert outputs["modelDeployments"] == {"eks": {"demo": "inference/demo"}}
     assert outputs["inferenceImage"]["version"] == (ROOT / "inference_image" / "VERSION").read_text().strip()

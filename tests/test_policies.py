@@ -15,7 +15,8 @@ from platformctl.policy import ENGINE_UNKNOWN, check_plan, check_resources
 from .conftest import ROOT, STACKS
 
 PACK = ROOT / "policies"
-ACCEPTED_ADVISORIES = {("k8s-system-workloads", "gpu-nvidia-device-plugin")}  # README: "Accepted advisories"
+ACCEPTED_ADVISORIES = {("k8s-system-workloads", "gpu-nvidia-device-plugin"),
+                       ("k8s-system-workloads", "storage-shipper-daemonset")}  # README: "Accepted advisories"
 TAGS = {"environment": "prod", "component": "c", "cost-center": "x", "owner": "o", "stack": "prod", "Name": "n"}
 
 

@@ -48,6 +48,8 @@ FREE_TYPES = frozenset({
     "aws:ec2transitgateway/routeTableAssociation:RouteTableAssociation",
     "aws:ec2transitgateway/routeTablePropagation:RouteTablePropagation", "aws:ec2transitgateway/route:Route",
     "aws:ec2/managedPrefixList:ManagedPrefixList", "aws:route53/resolverRule:ResolverRule",
+    "aws:cloudwatch/logStream:LogStream", "aws:s3/bucketLogging:BucketLogging",
+    "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration",
     "aws:route53/resolverRuleAssociation:ResolverRuleAssociation",
 })  # fmt: skip
 # Priced per request or invocation: at this platform's volumes a few dollars at most, and
@@ -70,6 +72,13 @@ class Usage(BaseModel):
     nat_gb: float = Field(default=0, ge=0, description="GB processed by all NAT gateways.")
     cloudfront_gb_out: float = Field(default=0, ge=0, description="GB served by CloudFront.")
     s3: dict[str, dict[str, float]] = Field(default_factory=dict, description="Bucket logical name -> class -> GB.")
+    s3_daily_gb: dict[str, float] = Field(
+        default_factory=dict,
+        description="Bucket logical name -> GB written a day (as stored); GB per class follow from its lifecycle rules.",
+    )
+    firehose_gb_per_day: dict[str, float] = Field(
+        default_factory=dict, description="Delivery stream logical name -> GB ingested a day."
+    )
     ecr_gb: dict[str, float] = Field(default_factory=dict, description="Repository logical name -> GB stored.")
     logs_gb: dict[str, float] = Field(default_factory=dict, description="Log group logical name -> GB ingested.")
 
@@ -125,6 +134,7 @@ class _Pricer:
         self.nat_count = sum(1 for r in plan["resources"] if r["type"] == "aws:ec2/natGateway:NatGateway")
         self.usage_missing: list[str] = []
         self.savings: dict[str, Any] = {}
+        self.steady_state: dict[str, dict[str, float]] = {}  # tiered bucket -> storage class -> GB
 
     def item(self, key: str) -> float:
         return float(self.catalog["items"][key]["usd"])
@@ -207,6 +217,15 @@ class _Pricer:
             return self.item("alb-hour") * hours, "load balancer hours (LCUs not estimated)"
         if kind == "aws:kms/key:Key":
             return self.item("kms-key-month"), "one customer managed key"
+        if kind == "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream":
+            daily = self.usage.firehose_gb_per_day.get(name, 0.0)
+            if not daily:
+                self.usage_missing.append(f"{name}: firehoseGbPerDay.{name}")
+            gb = daily * hours / 24
+            per_gb = self.item("firehose-ingest-gb") + self.item("firehose-dynamic-partitioning-gb")
+            return gb * per_gb, f"{gb:,.0f} GB ingested and partitioned a month (JQ hours, S3 requests not estimated)"
+        if kind == "aws:s3/bucket:Bucket" and name in self.usage.s3_daily_gb:
+            return self._tiered_bucket(resource, self.usage.s3_daily_gb[name])
         if kind == "aws:s3/bucket:Bucket":
             classes = self.usage.s3.get(name)
             if not classes:
@@ -235,6 +254,26 @@ class _Pricer:
                 self.usage_missing.append(f"{name}: logsGb.{name}")
             return gb * self.item("cloudwatch-logs-gb"), f"{gb:g} GB ingested (storage not estimated)"
         return None
+
+    def _tiered_bucket(self, bucket: dict[str, Any], daily_gb: float) -> tuple[float, str]:
+        """Steady-state GB per storage class from the bucket's lifecycle rules in the plan."""
+        from components.storage.lifecycle import steady_state_gb
+
+        rules = [r["inputs"].get("rules") or [] for r in self.by_urn.values()
+                 if r["type"] == "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
+                 and bucket["urn"] in r.get("dependencies", {}).get("bucket", [])]  # fmt: skip
+        rule = next((rule for found in rules for rule in found if rule.get("status") == "Enabled"), {})
+        transitions = [(t["storageClass"], int(t["days"])) for t in rule.get("transitions") or []]
+        expire = (rule.get("expiration") or {}).get("days")
+        held = steady_state_gb(daily_gb, transitions, int(expire) if expire is not None else None)
+        total = 0.0
+        for storage_class, gb in held.items():
+            key = f"s3-{storage_class}-gb-month"
+            if key not in self.catalog["items"]:
+                raise UsageError(f"usage s3DailyGb.{bucket['name']}: no price for storage class {storage_class}")
+            total += gb * self.item(key)
+        self.steady_state[bucket["name"]] = {c: round(gb, 1) for c, gb in held.items()}
+        return total, f"{daily_gb:g} GB/day: " + ", ".join(f"{gb:,.0f} GB {c}" for c, gb in held.items())
 
     def _launch_template(self, resource: dict[str, Any]) -> dict[str, Any]:
         for urn in resource.get("dependencies", {}).get("launchTemplate", []):
@@ -296,6 +335,7 @@ def estimate(plan: dict[str, Any], catalog: dict[str, Any], usage: Usage) -> Est
         "spotDiscount": usage.spot_discount,
         "usage": usage.model_dump(by_alias=True),
         "gpuPools": "desired size runs all month; spot priced at the mean on-demand price of its types less the discount",
+        "tieredBucketsSteadyStateGb": pricer.steady_state,
     }
     return Estimate(
         stack=plan["stack"], total_monthly=round(sum(line.monthly_usd for line in lines), 2),

@@ -10,18 +10,18 @@ AWS Node Termination Handler in queue mode. See docs/gpu-capacity.md for the why
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.base import PlatformComponent
-from components.config import GpuConfig
+from components.config import GpuConfig, StorageConfig
 from components.eks import NODE_POLICIES, SYSTEM_NODE_LABELS, encrypted_root_volume, node_metadata_options
 from components.eks.policies import irsa_trust_policy, service_trust_policy
 from components.gpu import events, policies, scheduling
-from components.gpu.userdata import node_user_data
+from components.gpu.userdata import data_volume, node_user_data
 from components.tagging import TagContext
 
 HOURS_PER_MONTH = 730
@@ -46,6 +46,7 @@ class CapacityPoolArgs:
     oidc_provider_arn: pulumi.Input[str]
     oidc_issuer: pulumi.Input[str]
     k8s_provider: k8s.Provider
+    storage: StorageConfig = field(default_factory=StorageConfig)  # the hot tier: where the model cache and logs live
 
 
 def capacity_facts(config: GpuConfig, reserved_az: str, azs: list[str]) -> list[dict]:
@@ -209,23 +210,31 @@ class CapacityPool(PlatformComponent):
         instance_type: str | None = None,
         capacity_reservation_id: pulumi.Input[str] | None = None,
     ) -> aws.ec2.LaunchTemplate:
+        from components.storage.shipping import hot_sizing, kubelet_log_rotation  # storage imports gpu.scheduling
+
         args = self._args
+        hot = args.storage.hot
+        kubelet_config = kubelet_log_rotation(hot_sizing(hot, args.storage.shipping))
         user_data = pulumi.Output.all(
             args.cluster_name, args.cluster_endpoint, args.cluster_certificate_authority, args.cluster_service_cidr
         ).apply(
             lambda v: base64.b64encode(
-                node_user_data(v[0], v[1], v[2], v[3], scheduling.node_labels(market), [scheduling.GPU_TAINT]).encode()
+                node_user_data(v[0], v[1], v[2], v[3], scheduling.node_labels(market), [scheduling.GPU_TAINT],
+                               hot_source=hot.source, kubelet_config=kubelet_config).encode()
             ).decode()
         )
+        disks = [encrypted_root_volume(root_volume_gib)]
+        if hot.source == "ebs":
+            disks.append(data_volume(hot.size_gib, hot.throughput_mibps, hot.iops))
         return aws.ec2.LaunchTemplate(
             self.child_name(market),
-            description=f"EKS accelerated GPU nodes ({market}): IMDSv2, encrypted gp3 root",
+            description=f"EKS accelerated GPU nodes ({market}): IMDSv2, encrypted gp3 root, {hot.source} hot tier",
             image_id=ami,
             instance_type=instance_type,
             iam_instance_profile={"arn": instance_profile.arn},
             vpc_security_group_ids=[args.cluster_security_group_id],
             metadata_options=node_metadata_options(),
-            block_device_mappings=[encrypted_root_volume(root_volume_gib)],
+            block_device_mappings=disks,
             capacity_reservation_specification=(
                 {"capacity_reservation_target": {"capacity_reservation_id": capacity_reservation_id}}
                 if capacity_reservation_id is not None

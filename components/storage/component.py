@@ -1,0 +1,150 @@
+"""``platform:storage:Tiers`` — cold S3 classes with lifecycle, a Firehose ingest buffer, Fluent Bit on EKS."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components.base import PlatformComponent
+from components.config import StorageConfig
+from components.eks.policies import irsa_trust_policy, service_trust_policy
+from components.storage import firehose, lifecycle, shipping
+from components.tagging import TagContext
+
+K8S_KINDS = {
+    "Namespace": k8s.core.v1.Namespace, "ServiceAccount": k8s.core.v1.ServiceAccount,
+    "ConfigMap": k8s.core.v1.ConfigMap, "ClusterRole": k8s.rbac.v1.ClusterRole,
+    "ClusterRoleBinding": k8s.rbac.v1.ClusterRoleBinding, "DaemonSet": k8s.apps.v1.DaemonSet,
+}  # fmt: skip
+
+
+def storage_key_policy(account_id: str) -> str:
+    """The account administers the key; IAM policies grant its use (Firehose's role, readers)."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "AccountAdministers", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+         "Action": "kms:*", "Resource": "*"}]})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TieredStorageArgs:
+    config: StorageConfig
+    name_prefix: str  # <project>-<environment>: bucket, stream and log group names
+    region: str
+    k8s_provider: k8s.Provider
+    oidc_provider_arn: pulumi.Input[str]
+    oidc_issuer: pulumi.Input[str]
+
+
+class TieredStorage(PlatformComponent):
+    """Cold buckets per data class (SSE-KMS, lifecycle down to Deep Archive, TLS only, access
+    logs, Object Lock where configured), Firehose into the logs bucket, Fluent Bit shipping to it.
+
+    The hot tier (node-local disks) is part of the GPU nodes' launch templates
+    (``components/gpu``); its sizes come from the same config (:mod:`components.storage.shipping`).
+
+    Outputs: ``bucket_names`` (class → name), ``stream_name``, ``kms_key_arn``.
+    """
+
+    def __init__(self, name: str, args: TieredStorageArgs, tags: TagContext, provider: aws.Provider,
+                 opts: pulumi.ResourceOptions | None = None) -> None:  # fmt: skip
+        config = args.config
+        sizing = shipping.hot_sizing(config.hot, config.shipping)  # validates before anything is declared
+        super().__init__("platform:storage:Tiers", name, "storage", tags, provider, opts)
+        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self, provider=provider))
+        key = aws.kms.Key(self.child_name("data"), description=f"{args.name_prefix}: cold tier and log ingest",
+                          enable_key_rotation=True, policy=identity.account_id.apply(storage_key_policy),
+                          tags=self.tags("data"), opts=self.child_opts())  # fmt: skip
+
+        # S3 server access logs can't go to an SSE-KMS bucket: this one uses SSE-S3.
+        access_logs = self.private_bucket("access-logs", f"{args.name_prefix}-access-logs", versioned=False)
+        aws.s3.BucketLifecycleConfiguration(
+            self.child_name("access-logs"), bucket=access_logs.id,
+            rules=lifecycle.to_pulumi(lifecycle.lifecycle_rules([], config.access_log_retention_days, 1)),
+            opts=self.child_opts())  # fmt: skip
+
+        self.buckets: dict[str, aws.s3.Bucket] = {}
+        for data_class, settings in config.classes.items():
+            bucket = self.private_bucket(data_class, f"{args.name_prefix}-{data_class}", kms_key_arn=key.arn,
+                                         object_lock=settings.object_lock_days is not None)  # fmt: skip
+            rules = lifecycle.lifecycle_rules(settings.transitions(), settings.expire_days, settings.noncurrent_expire_days)
+            aws.s3.BucketLifecycleConfiguration(self.child_name(data_class), bucket=bucket.id,
+                                                rules=lifecycle.to_pulumi(rules), opts=self.child_opts())  # fmt: skip
+            aws.s3.BucketPolicy(self.child_name(data_class), bucket=bucket.id,
+                                policy=bucket.arn.apply(lambda arn: json.dumps(lifecycle.tls_only_policy(arn))),
+                                opts=self.child_opts())  # fmt: skip
+            aws.s3.BucketLogging(self.child_name(data_class), bucket=bucket.id, target_bucket=access_logs.id,
+                                 target_prefix=f"{data_class}/", opts=self.child_opts())  # fmt: skip
+            if settings.object_lock_days is not None:
+                lock = lifecycle.object_lock_configuration(settings.object_lock_days)
+                aws.s3.BucketObjectLockConfiguration(self.child_name(data_class), bucket=bucket.id,
+                                                     **lifecycle.to_pulumi(lock), opts=self.child_opts())  # fmt: skip
+            self.buckets[data_class] = bucket
+        aws.s3.BucketPolicy(
+            self.child_name("access-logs"), bucket=access_logs.id,
+            policy=pulumi.Output.all(access_logs.arn, identity.account_id, *[b.arn for b in self.buckets.values()]).apply(
+                lambda v: json.dumps(lifecycle.access_log_bucket_policy(v[0], v[1], v[2:]))),
+            opts=self.child_opts())  # fmt: skip
+
+        stream = self._firehose(args, key)
+        self._shipper(args, stream, sizing)
+        self.bucket_names = {data_class: bucket.bucket for data_class, bucket in self.buckets.items()}
+        self.stream_name = stream.name
+        self.kms_key_arn = key.arn
+        self.register_outputs({"bucket_names": self.bucket_names, "stream_name": stream.name, "kms_key_arn": key.arn})
+
+    def _firehose(self, args: TieredStorageArgs, key: aws.kms.Key) -> aws.kinesis.FirehoseDeliveryStream:
+        config, stream_name = args.config.firehose, f"{args.name_prefix}-logs"
+        logs_bucket = self.buckets["logs"]
+        log_group = aws.cloudwatch.LogGroup(self.child_name("firehose"), name=f"/aws/kinesisfirehose/{stream_name}",
+                                            retention_in_days=config.error_retention_days, tags=self.tags("firehose"),
+                                            opts=self.child_opts())  # fmt: skip
+        aws.cloudwatch.LogStream(self.child_name("firehose"), name="S3Delivery", log_group_name=log_group.name,
+                                 opts=self.child_opts())  # fmt: skip
+        role = aws.iam.Role(self.child_name("firehose"), description="Firehose delivers log records to the logs bucket",
+                            assume_role_policy=service_trust_policy("firehose.amazonaws.com"), tags=self.tags("firehose"),
+                            opts=self.child_opts())  # fmt: skip
+        policy = aws.iam.RolePolicy(
+            self.child_name("firehose"), role=role.id,
+            policy=pulumi.Output.all(logs_bucket.arn, key.arn, log_group.arn).apply(
+                lambda v: json.dumps(firehose.delivery_role_policy(*v))),
+            opts=self.child_opts())  # fmt: skip
+        destination = pulumi.Output.all(role.arn, logs_bucket.arn, key.arn).apply(
+            lambda v: firehose.to_pulumi_destination(firehose.destination(
+                role_arn=v[0], bucket_arn=v[1], kms_key_arn=v[2], log_group=f"/aws/kinesisfirehose/{stream_name}",
+                buffering_size_mb=config.buffering_size_mb, buffering_interval_seconds=config.buffering_interval_seconds)))
+        return aws.kinesis.FirehoseDeliveryStream(
+            self.child_name("logs"), name=stream_name, destination="extended_s3",
+            extended_s3_configuration=destination,
+            server_side_encryption={"enabled": True, "key_type": "CUSTOMER_MANAGED_CMK", "key_arn": key.arn},
+            tags=self.tags("logs"), opts=self.child_opts(depends_on=[policy]),
+        )  # fmt: skip
+
+    def _shipper(self, args: TieredStorageArgs, stream: aws.kinesis.FirehoseDeliveryStream, sizing: shipping.HotSizing) -> None:
+        namespace = args.config.shipping.namespace
+        trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer).apply(
+            lambda v: irsa_trust_policy(v[0], v[1], namespace, shipping.SERVICE_ACCOUNT))
+        role = aws.iam.Role(self.child_name("shipper"), description="Fluent Bit puts container logs into Firehose",
+                            assume_role_policy=trust, tags=self.tags("shipper"), opts=self.child_opts())  # fmt: skip
+        aws.iam.RolePolicy(self.child_name("shipper"), role=role.id,
+                           policy=stream.arn.apply(lambda arn: json.dumps(firehose.shipper_policy(arn))),
+                           opts=self.child_opts())  # fmt: skip
+        config_text = stream.name.apply(
+            lambda name: shipping.fluent_bit_config(region=args.region, stream_name=name, sizing=sizing))
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
+        namespace_resource = None
+        for manifest in shipping.kubernetes_objects(args.config.shipping, role.arn, config_text):
+            kind = manifest["kind"]
+            # Top-level fields are keyword arguments (snake_case); nested ones pass as they are.
+            fields = {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value
+                      for key, value in manifest.items() if key not in ("apiVersion", "kind")}  # fmt: skip
+            resource = K8S_KINDS[kind](
+                self.child_name(f"shipper-{kind.lower()}"), **fields,
+                opts=k8s_opts if namespace_resource is None else pulumi.ResourceOptions.merge(
+                    k8s_opts, pulumi.ResourceOptions(depends_on=[namespace_resource])),
+            )  # fmt: skip
+            if kind == "Namespace":
+                namespace_resource = resource

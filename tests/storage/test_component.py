@@ -1,0 +1,130 @@
+"""Tiered storage in every stack's offline plan: Pulumi receives exactly the structures S3 and Firehose took."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from components.storage import firehose, lifecycle
+from platformctl.common import load_stack_config
+
+from ..conftest import ROOT, STACKS
+
+
+def _wire(value):
+    """An S3/Firehose API structure as the engine's wire names (camelCase, ``ID`` → ``id``)."""
+    if isinstance(value, dict):
+        return {("id" if k == "ID" else k[0].lower() + k[1:]): _wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wire(v) for v in value]
+    return value
+
+
+def _storage(plan, type_token):
+    return {r.name: r for r in plan.of_type(type_token) if r.name.startswith("storage-")}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_class_bucket_is_encrypted_private_logged_and_tiered(plans, stack):
+    plan, config = plans[stack], load_stack_config(stack, ROOT).storage
+    buckets = _storage(plan, "aws:s3/bucket:Bucket")
+    assert set(buckets) == {f"storage-{c}" for c in config.classes} | {"storage-access-logs"}
+    encryption = _storage(plan, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    lifecycles = _storage(plan, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    policies = _storage(plan, "aws:s3/bucketPolicy:BucketPolicy")
+    logging = _storage(plan, "aws:s3/bucketLogging:BucketLogging")
+    locks = _storage(plan, "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
+    blocks = _storage(plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    for data_class, settings in config.classes.items():
+        name = f"storage-{data_class}"
+        [rule] = encryption[name].inputs["rules"]
+        assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms" and rule["bucketKeyEnabled"] is True
+        assert encryption[name].dependencies["rules"][0].endswith("Key::storage-data")
+        assert all(blocks[name].inputs[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
+                                                             "restrictPublicBuckets"))  # fmt: skip
+        expected = lifecycle.lifecycle_rules(settings.transitions(), settings.expire_days, settings.noncurrent_expire_days)
+        assert lifecycles[name].inputs["rules"] == _wire(expected)  # the structure S3 took on moto
+        assert logging[name].inputs["targetPrefix"] == f"{data_class}/"
+        assert logging[name].dependencies["targetBucket"][0].endswith("Bucket::storage-access-logs")
+        assert policies[name].dependencies["policy"][0].endswith(f"Bucket::{name}")
+        assert (name in locks) == (settings.object_lock_days is not None)
+        assert buckets[name].inputs.get("objectLockEnabled", False) is (settings.object_lock_days is not None)
+        if name in locks:
+            assert locks[name].inputs == {**_wire(lifecycle.object_lock_configuration(settings.object_lock_days)),
+                                          "bucket": "[unknown]"}  # fmt: skip
+    # Access logs: SSE-S3 (S3 server access logging can't write SSE-KMS), expiring.
+    [rule] = encryption["storage-access-logs"].inputs["rules"]
+    assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "AES256"}
+    assert lifecycles["storage-access-logs"].inputs["rules"][0]["expiration"] == {"days": config.access_log_retention_days}
+    [key] = _storage(plan, "aws:kms/key:Key").values()
+    assert key.inputs["enableKeyRotation"] is True
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_firehose_delivers_into_the_logs_bucket_as_configured(plans, stack):
+    plan, config = plans[stack], load_stack_config(stack, ROOT).storage
+    [stream] = _storage(plan, "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream").values()
+    assert stream.inputs["destination"] == "extended_s3"
+    assert stream.inputs["serverSideEncryption"]["enabled"] is True
+    assert stream.inputs["serverSideEncryption"]["keyType"] == "CUSTOMER_MANAGED_CMK"
+    destination = stream.inputs["extendedS3Configuration"]
+    # Values only AWS knows are unknown offline; the rest is the structure moto's Firehose took.
+    if destination != "[unknown]":
+        assert destination["prefix"] == firehose.PREFIX and destination["errorOutputPrefix"] == firehose.ERROR_PREFIX
+        assert destination["bufferingSize"] == config.firehose.buffering_size_mb
+        assert destination["compressionFormat"] == "GZIP"
+    deps = stream.dependencies["extendedS3Configuration"]
+    assert any(urn.endswith("Bucket::storage-logs") for urn in deps) and any(urn.endswith("Key::storage-data") for urn in deps)
+    assert any(urn.endswith("RolePolicy::storage-firehose") for urn in stream.depends_on)
+
+
+def test_the_pulumi_destination_is_the_api_destination_renamed():
+    api = firehose.destination(role_arn="r", bucket_arn="b", kms_key_arn="k", log_group="g", buffering_size_mb=64,
+                               buffering_interval_seconds=300)  # fmt: skip
+    converted = firehose.to_pulumi_destination(api)
+    assert (converted["prefix"], converted["error_output_prefix"], converted["compression_format"]) == (
+        api["Prefix"], api["ErrorOutputPrefix"], api["CompressionFormat"])
+    assert (converted["buffering_size"], converted["buffering_interval"], converted["kms_key_arn"]) == (64, 300, "k")
+    assert converted["dynamic_partitioning_configuration"] == {"enabled": True, "retry_duration": firehose.PARTITIONING_RETRY_SECONDS}
+    [extract, delimiter] = converted["processing_configuration"]["processors"]
+    assert extract["parameters"][0] == {"parameter_name": "MetadataExtractionQuery", "parameter_value": firehose.METADATA_QUERY}
+    assert delimiter["type"] == "AppendDelimiterToRecord"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_fluent_bit_runs_everywhere_with_its_own_role(plans, stack):
+    plan, config = plans[stack], load_stack_config(stack, ROOT).storage
+    k8s = {r.type.rsplit(":", 1)[1]: r for r in plan.resources if r.name.startswith("storage-shipper-")}
+    assert set(k8s) == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"}
+    assert all(r.provider and "pulumi:providers:kubernetes" in r.provider for r in k8s.values())
+    pod = k8s["DaemonSet"].inputs["spec"]["template"]["spec"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["containers"][0]["image"] == config.shipping.image
+    assert k8s["ServiceAccount"].dependencies["metadata"][0].endswith("Role::storage-shipper")
+    [policy] = [r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "storage-shipper"]
+    assert policy.dependencies["policy"][0].endswith("FirehoseDeliveryStream::storage-logs")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_gpu_nodes_carry_the_hot_tier(plans, stack):
+    """The launch templates' disks; the user data (nodeadm's localStorage, kubelet log rotation)
+    waits for the cluster endpoint, unknown offline, and is tested as a pure function."""
+    plan, config = plans[stack], load_stack_config(stack, ROOT)
+    hot = config.storage.hot
+    templates = [r for r in plan.of_type("aws:ec2/launchTemplate:LaunchTemplate") if r.name.startswith("gpu-")]
+    assert templates
+    for template in templates:
+        disks = template.inputs["blockDeviceMappings"]
+        assert template.inputs["description"].endswith(f"{hot.source} hot tier")
+        if hot.source == "instanceStore":
+            assert len(disks) == 1  # the root volume only: the hot tier is the instance's NVMe
+        else:
+            assert disks[1]["ebs"] == {"volumeSize": hot.size_gib, "volumeType": "gp3", "throughput": hot.throughput_mibps,
+                                       "iops": hot.iops, "encrypted": "true", "deleteOnTermination": "true"}  # fmt: skip
+
+
+def test_every_storage_document_in_the_plan_is_json(plans):
+    for plan in plans.values():
+        for policy in _storage(plan, "aws:s3/bucketPolicy:BucketPolicy").values():
+            if policy.inputs["policy"] != "[unknown]":
+                json.loads(policy.inputs["policy"])

@@ -1,0 +1,209 @@
+"""Lifecycle schedules, hot-tier sizing and the log shipper's pieces (pure, property-tested, real tools)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import kubernetes_validate
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from components.config import ColdClassConfig, ConfigError, HotTierConfig, LogShippingConfig, parse_config
+from components.gpu import scheduling
+from components.gpu.userdata import data_volume_script, node_config
+from components.storage import lifecycle, shipping
+
+from ..conftest import ROOT
+
+TIERS = ("standardIaDays", "glacierIrDays", "deepArchiveDays")
+CLASSES = dict(zip(TIERS, ("STANDARD_IA", "GLACIER_IR", "DEEP_ARCHIVE")))
+
+
+def _valid(days: dict[str, int | None], expire: int | None) -> bool:
+    """S3's rules, written out independently of the code under test."""
+    present = [(key, days[key]) for key in TIERS if days[key] is not None]
+    if days["standardIaDays"] is not None and days["standardIaDays"] < 30:
+        return False
+    for (key_a, a), (_, b) in zip(present, present[1:]):
+        if b <= a or (key_a == "standardIaDays" and b < a + 30):
+            return False
+    return expire is None or not present or expire > present[-1][1]
+
+
+optional_days = st.one_of(st.none(), st.integers(min_value=1, max_value=1200))
+
+
+@given(optional_days, optional_days, optional_days, optional_days)
+def test_a_schedule_is_accepted_exactly_when_s3_would_take_it(ia, glacier, deep, expire):
+    days = {"standardIaDays": ia, "glacierIrDays": glacier, "deepArchiveDays": deep}
+    transitions = [(key, CLASSES[key], value) for key, value in days.items() if value is not None]
+    problems = lifecycle.schedule_problems(transitions, expire)
+    assert (not problems) == _valid(days, expire)
+    for key, value, message in problems:
+        assert key in (*TIERS, "expireDays") and isinstance(value, int) and message
+    if not problems:
+        [rule] = lifecycle.lifecycle_rules(transitions, expire, 30)
+        assert [t["Days"] for t in rule.get("Transitions", [])] == sorted(v for _, _, v in transitions)
+        assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+        assert ("Expiration" in rule) == (expire is not None)
+
+
+BASE = {"platform:environment": "dev", "platform:aws": '{"region": "us-east-1"}',
+        "platform:tags": '{"costCenter": "ml", "owner": "team@example.com"}'}  # fmt: skip
+
+
+def _problems(storage: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**BASE, "platform:storage": json.dumps(storage)}, set(), "stacks/Pulumi.dev.yaml")
+    return str(info.value)
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ({"classes": {"logs": {"standardIaDays": 10}}}, "platform:storage.classes.logs.standardIaDays = 10"),
+    ({"classes": {"logs": {"glacierIrDays": 40}}}, "platform:storage.classes.logs.glacierIrDays = 40: must be at least 60: S3 keeps objects 30 days in Standard-IA"),
+    ({"classes": {"logs": {"glacierIrDays": 200, "deepArchiveDays": 180}}}, "platform:storage.classes.logs.deepArchiveDays = 180: must be later than glacierIrDays (200)"),
+    ({"classes": {"logs": {"expireDays": 100}}}, "platform:storage.classes.logs.expireDays = 100: must be later than the last transition, deepArchiveDays (180)"),
+    ({"classes": {"audit": {"objectLockDays": 900}, "logs": {}}}, "platform:storage.classes.audit.expireDays = 730: is shorter than objectLockDays (900)"),
+    ({"classes": {"audit": {}}}, "platform:storage.classes = "),
+    ({"hot": {"throughputMibps": 1000}}, "platform:storage.hot.throughputMibps = 1000: gp3 allows at most iops/4 = 750 MiB/s"),
+    ({"firehose": {"bufferingSizeMb": 16}}, "platform:storage.firehose.bufferingSizeMb = 16"),
+    ({"hot": {"source": "ebs", "sizeGib": 20}, "shipping": {"gbPerDay": 100, "expectedNodes": 1}},
+     "platform:storage.hot.sizeGib = 20: must hold the largest EKS model cache"),
+])  # fmt: skip
+def test_bad_storage_config_names_the_key(storage, expected):
+    assert expected in _problems(storage)
+
+
+def test_an_instance_store_hot_tier_needs_gpu_types_that_have_one():
+    gpu = json.dumps({"spot": {"instanceTypes": ["g6.xlarge", "p3.2xlarge", "g5.xlarge"], "maxSize": 2}})
+    with pytest.raises(ConfigError) as info:
+        parse_config({**BASE, "platform:gpu": gpu}, set(), "stacks/Pulumi.dev.yaml")
+    assert "platform:storage.hot.source = \"instanceStore\": p3.2xlarge has no instance store" in str(info.value)
+
+
+@given(st.floats(min_value=0.1, max_value=5000), st.integers(min_value=1, max_value=500), st.integers(min_value=1, max_value=30))
+def test_the_buffer_holds_the_retention_and_rotation_fits_it(gb_per_day, nodes, days):
+    sizing = shipping.hot_sizing(HotTierConfig(retention_days=days), LogShippingConfig(gb_per_day=gb_per_day, expected_nodes=nodes))
+    node_mib_per_day = gb_per_day * 1024 / nodes
+    assert sizing.buffer_limit_mib >= node_mib_per_day * days  # a Firehose outage of `days` loses nothing
+    assert sizing.buffer_limit_mib <= node_mib_per_day * days * 1.25 + 1
+    assert shipping.CONTAINER_LOG_MIN_MIB <= sizing.container_log_max_mib <= shipping.CONTAINER_LOG_MAX_MIB
+    rotation = shipping.kubelet_log_rotation(sizing)
+    assert rotation == {"containerLogMaxSize": f"{sizing.container_log_max_mib}Mi", "containerLogMaxFiles": 5}
+
+
+def test_the_seeds_volume_sizes_each_node():
+    # 10 GB a day over 4 nodes, 3 days hot: 2.5 GB a node a day, 7.5 GB held, 9.4 GB buffer cap.
+    sizing = shipping.hot_sizing(HotTierConfig(), LogShippingConfig())
+    assert sizing.node_gb_per_day == 2.5
+    assert sizing.buffer_limit_mib == 9600 and sizing.container_log_max_mib == 1024
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing: `make` installs it as root (Makefile DEB_PACKAGES)")
+    return path
+
+
+@pytest.mark.parametrize("labels, container, namespace, expected", [
+    ({"app.kubernetes.io/name": "inference-server", "app": "x"}, "server", "inference", "inference-server"),
+    ({"app": "Model_Mirror"}, "mirror", "mirror", "model-mirror"),
+    ({}, "coredns", "kube-system", "coredns"),
+    (None, None, "default", "default"),
+])  # fmt: skip
+def test_the_lua_filter_sets_the_partition_key_under_lua(tmp_path, labels, container, namespace, expected):
+    """Fluent Bit's Lua filter, run by a real Lua 5.4 on the record shapes the kubernetes filter makes."""
+    kubernetes = [f'namespace_name = "{namespace}"']
+    if container:
+        kubernetes.append(f'container_name = "{container}"')
+    if labels is not None:
+        pairs = ", ".join(f'["{k}"] = "{v}"' for k, v in labels.items())
+        kubernetes.append(f"labels = {{{pairs}}}")
+    driver = tmp_path / "driver.lua"
+    driver.write_text(f'dofile("{shipping.RUNTIME / shipping.COMPONENT_SCRIPT}")\n'
+                      f'local code, ts, record = set_component("kube.x", 1.5, {{log = "hi", kubernetes = {{{", ".join(kubernetes)}}}}})\n'
+                      'print(code, ts, record["component"], record["log"])\n')  # fmt: skip
+    result = subprocess.run([_tool("lua5.4"), str(driver)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "1.5", expected, "hi"]
+
+
+def test_the_lua_filter_handles_a_record_without_kubernetes_metadata(tmp_path):
+    driver = tmp_path / "driver.lua"
+    driver.write_text(f'dofile("{shipping.RUNTIME / shipping.COMPONENT_SCRIPT}")\n'
+                      'local code, ts, record = set_component("kube.x", 2, {log = "raw"})\nprint(record["component"])\n')  # fmt: skip
+    assert subprocess.run([_tool("lua5.4"), str(driver)], capture_output=True, text=True).stdout.strip() == "unknown"
+
+
+def test_the_shipper_objects_are_valid_kubernetes_and_run_on_gpu_nodes():
+    sizing = shipping.hot_sizing(HotTierConfig(), LogShippingConfig())
+    config = shipping.fluent_bit_config(region="us-east-1", stream_name="platform-dev-logs", sizing=sizing)
+    objects = shipping.kubernetes_objects(LogShippingConfig(), "arn:aws:iam::111122223333:role/shipper", config)
+    for manifest in objects:
+        kubernetes_validate.validate(manifest, "1.33.0", strict=True)
+    daemonset = objects[-1]
+    pod = daemonset["spec"]["template"]["spec"]
+    assert scheduling.gpu_toleration() in pod["tolerations"]
+    assert objects[1]["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/shipper"}
+    assert pod["serviceAccountName"] == objects[1]["metadata"]["name"]
+    assert f"storage.total_limit_size {sizing.buffer_limit_mib}M" in config
+    assert "delivery_stream          platform-dev-logs" in config and "Name                     kinesis_firehose" in config
+    assert objects[4]["data"][shipping.COMPONENT_SCRIPT] == (shipping.RUNTIME / shipping.COMPONENT_SCRIPT).read_text()
+
+
+def test_kubernetes_validate_rejects_a_broken_shipper():
+    objects = shipping.kubernetes_objects(LogShippingConfig(), "arn", "conf")
+    broken = json.loads(json.dumps(objects[-1]))
+    broken["spec"]["template"]["spec"]["tolerations"][0]["effect"] = 7
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.33.0", strict=True)
+
+
+def test_gpu_nodes_put_the_hot_directories_on_local_disks(tmp_path):
+    instance_store = node_config("c", "https://e", "Q0E=", "172.20.0.0/16", {}, [], hot_source="instanceStore",
+                                 kubelet_config={"containerLogMaxSize": "50Mi"})  # fmt: skip
+    assert instance_store["spec"]["instance"] == {"localStorage": {"strategy": "RAID0"}}
+    assert instance_store["spec"]["kubelet"]["config"] == {"containerLogMaxSize": "50Mi"}
+    assert "instance" not in node_config("c", "https://e", "Q0E=", "172.20.0.0/16", {}, [], hot_source="ebs")["spec"]
+    script = tmp_path / "data-volume.sh"
+    script.write_text(data_volume_script())
+    result = subprocess.run([_tool("shellcheck"), "--severity=style", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    for directory in ("/var/lib/kubelet", "/var/lib/containerd", "/var/log/pods"):
+        assert f'mount --bind "$mount{directory}" {directory}' in script.read_text()
+
+
+def test_every_stack_keeps_the_default_classes_valid():
+    from platformctl.common import load_stack_config
+
+    from ..conftest import STACKS
+
+    for stack in STACKS:
+        classes = load_stack_config(stack, ROOT).storage.classes
+        assert {"logs", "audit"} <= set(classes) and classes["audit"].object_lock_days
+        assert isinstance(classes["logs"], ColdClassConfig)
+
+
+@given(st.floats(min_value=0.01, max_value=1000), st.lists(st.integers(min_value=1, max_value=400), max_size=3, unique=True),
+       st.one_of(st.none(), st.integers(min_value=1, max_value=3000)))
+def test_steady_state_spreads_each_days_data_over_its_classes(daily, days, expire):
+    days = sorted(days)
+    if expire is not None and days and expire <= days[-1]:
+        expire = days[-1] + 1
+    transitions = list(zip(("STANDARD_IA", "GLACIER_IR", "DEEP_ARCHIVE"), days))
+    held = lifecycle.steady_state_gb(daily, transitions, expire)
+    end = expire if expire is not None else max(lifecycle.NO_EXPIRY_HORIZON_DAYS, (days or [0])[-1] + 1)
+    assert sum(held.values()) == pytest.approx(daily * end)
+    bounds = [0, *days, end]
+    for (storage_class, _), start, stop in zip([("STANDARD", 0), *transitions], bounds, bounds[1:]):
+        assert held[storage_class] == pytest.approx(daily * (stop - start))
+
+
+def test_the_seeds_logs_at_steady_state():
+    """10 GB a day with the default schedule (30/90/180/730 days): the table in docs/storage.md."""
+    held = lifecycle.steady_state_gb(10, [("STANDARD_IA", 30), ("GLACIER_IR", 90), ("DEEP_ARCHIVE", 180)], 730)
+    assert held == {"STANDARD": 300, "STANDARD_IA": 600, "GLACIER_IR": 900, "DEEP_ARCHIVE": 5500}
