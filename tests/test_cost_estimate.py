@@ -125,7 +125,7 @@ def test_a_bad_usage_file_names_the_file_and_key(tmp_path):
     bucket.write_text("s3: {mirror-store: {GLACIER_FLEXIBLE: 10}}\n")
     plan = {"stack": "x", "resources": [{"urn": "b", "type": "aws:s3/bucket:Bucket", "name": "mirror-store",
                                           "custom": True, "parent": None, "inputs": {}}]}  # fmt: skip
-    with pytest.raises(UsageError, match="usage s3.mirror-store.GLACIER_FLEXIBLE: no price for this storage class"):
+    with pytest.raises(UsageError, match="usage s3.mirror-store: no price for storage class GLACIER_FLEXIBLE"):
         estimate(plan, CATALOG, load_usage(bucket))
 
 
@@ -183,3 +183,17 @@ def test_the_cli_writes_json_and_refuses_a_bad_base(tmp_path):
     result = subprocess.run([PLATFORMCTL, "cost", "estimate", "--stack", "dev", "--compare-to", str(bad)],
                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 2 and f"--compare-to {bad}: not a readable plan JSON" in result.stderr
+
+
+def test_tiered_buckets_are_priced_at_their_lifecycle_steady_state(plan_json):
+    """The seeds' 10 GB of logs a day in prod, spread by the logs bucket's own rules in the plan."""
+    result = estimate(plan_json["prod"], CATALOG, _usage("prod"))
+    assert result.assumptions["tieredBucketsSteadyStateGb"]["storage-logs"] == {
+        "STANDARD": 300.0, "STANDARD_IA": 600.0, "GLACIER_IR": 900.0, "DEEP_ARCHIVE": 5500.0}  # fmt: skip
+    [logs] = [line for line in result.lines if line.resource == "storage-logs" and line.type.endswith("Bucket")]
+    assert logs.monthly_usd == 23.45
+    [stream] = [line for line in result.lines if line.type.endswith("FirehoseDeliveryStream")]
+    assert stream.monthly_usd == round(10 * CATALOG["hoursPerMonth"] / 24 * 0.049, 2)
+    # No daily volume: the bucket is listed as missing usage, not guessed.
+    bare = estimate(plan_json["prod"], CATALOG, _usage("prod").model_copy(update={"s3_daily_gb": {}}))
+    assert "storage-logs: s3.storage-logs (GB per storage class)" in bare.usage_missing

@@ -231,13 +231,7 @@ class _Pricer:
             if not classes:
                 self.usage_missing.append(f"{name}: s3.{name} (GB per storage class)")
                 return 0.0, "no usage given"
-            total = 0.0
-            for storage_class, gb in classes.items():
-                key = f"s3-{storage_class}-gb-month"
-                if key not in self.catalog["items"]:
-                    raise UsageError(f"usage s3.{name}.{storage_class}: no price for this storage class")
-                total += gb * self.item(key)
-            return total, ", ".join(f"{gb:g} GB {c}" for c, gb in classes.items())
+            return self._storage_classes(classes, f"s3.{name}"), ", ".join(f"{gb:g} GB {c}" for c, gb in classes.items())
         if kind == "aws:cloudfront/distribution:Distribution":
             if not self.usage.cloudfront_gb_out:
                 self.usage_missing.append(f"{name}: cloudfrontGbOut")
@@ -255,6 +249,16 @@ class _Pricer:
             return gb * self.item("cloudwatch-logs-gb"), f"{gb:g} GB ingested (storage not estimated)"
         return None
 
+    def _storage_classes(self, held: dict[str, float], usage_key: str) -> float:
+        """Monthly USD of GB held per S3 storage class."""
+        total = 0.0
+        for storage_class, gb in held.items():
+            key = f"s3-{storage_class}-gb-month"
+            if key not in self.catalog["items"]:
+                raise UsageError(f"usage {usage_key}: no price for storage class {storage_class}")
+            total += gb * self.item(key)
+        return total
+
     def _tiered_bucket(self, bucket: dict[str, Any], daily_gb: float) -> tuple[float, str]:
         """Steady-state GB per storage class from the bucket's lifecycle rules in the plan."""
         from components.storage.lifecycle import steady_state_gb
@@ -266,12 +270,7 @@ class _Pricer:
         transitions = [(t["storageClass"], int(t["days"])) for t in rule.get("transitions") or []]
         expire = (rule.get("expiration") or {}).get("days")
         held = steady_state_gb(daily_gb, transitions, int(expire) if expire is not None else None)
-        total = 0.0
-        for storage_class, gb in held.items():
-            key = f"s3-{storage_class}-gb-month"
-            if key not in self.catalog["items"]:
-                raise UsageError(f"usage s3DailyGb.{bucket['name']}: no price for storage class {storage_class}")
-            total += gb * self.item(key)
+        total = self._storage_classes(held, f"s3DailyGb.{bucket['name']}")
         self.steady_state[bucket["name"]] = {c: round(gb, 1) for c, gb in held.items()}
         return total, f"{daily_gb:g} GB/day: " + ", ".join(f"{gb:,.0f} GB {c}" for c, gb in held.items())
 

@@ -207,3 +207,38 @@ def test_the_seeds_logs_at_steady_state():
     """10 GB a day with the default schedule (30/90/180/730 days): the table in docs/storage.md."""
     held = lifecycle.steady_state_gb(10, [("STANDARD_IA", 30), ("GLACIER_IR", 90), ("DEEP_ARCHIVE", 180)], 730)
     assert held == {"STANDARD": 300, "STANDARD_IA": 600, "GLACIER_IR": 900, "DEEP_ARCHIVE": 5500}
+
+
+# Option names Fluent Bit accepts, from fluent/fluent-bit: src/flb_config.c (SERVICE), each
+# plugin's config_map (in_tail, filter_kubernetes, filter_lua, out_kinesis_firehose) and the
+# properties every input/output takes (src/flb_input.c, src/flb_output.c). No Fluent Bit binary
+# reaches this machine, so the rendered file is checked against these names, case-insensitively.
+FLUENT_BIT_OPTIONS = {
+    "SERVICE": {"flush", "log_level", "http_server", "http_listen", "http_port", "health_check", "storage.path",
+                "storage.sync", "storage.backlog.mem_limit"},
+    "tail": {"path", "exclude_path", "multiline.parser", "db", "db.locking", "mem_buf_limit", "skip_long_lines",
+             "refresh_interval"},
+    "kubernetes": {"merge_log", "keep_log", "labels", "annotations", "k8s-logging.exclude"},
+    "lua": {"script", "call"},
+    "kinesis_firehose": {"region", "delivery_stream", "time_key", "time_key_format"},
+}
+COMMON = {"name", "match", "tag", "storage.type", "retry_limit", "storage.total_limit_size"}
+
+
+def test_the_fluent_bit_config_uses_only_options_the_plugins_define():
+    text = shipping.fluent_bit_config(region="us-east-1", stream_name="s",
+                                      sizing=shipping.hot_sizing(HotTierConfig(), LogShippingConfig()))  # fmt: skip
+    sections: list[tuple[str, dict[str, str]]] = []
+    for line in text.splitlines():
+        if line.startswith("["):
+            sections.append((line.strip("[]"), {}))
+        elif line.strip():
+            key, _, value = line.strip().partition(" ")
+            assert key.lower() not in sections[-1][1], f"{key} twice in [{sections[-1][0]}]"
+            sections[-1][1][key.lower()] = value.strip()
+    assert [name for name, _ in sections] == ["SERVICE", "INPUT", "FILTER", "FILTER", "OUTPUT"]
+    for name, options in sections:
+        plugin = "SERVICE" if name == "SERVICE" else options["name"]
+        unknown = set(options) - FLUENT_BIT_OPTIONS[plugin] - (COMMON if name != "SERVICE" else set())
+        assert not unknown, f"[{name}] {plugin}: {sorted(unknown)}"
+    assert sections[-1][1]["match"] == sections[1][1]["tag"]  # what the input tags, the output ships
