@@ -112,10 +112,10 @@ class TieredStorage(PlatformComponent):
             policy=pulumi.Output.all(logs_bucket.arn, key.arn, log_group.arn).apply(
                 lambda v: json.dumps(firehose.delivery_role_policy(*v))),
             opts=self.child_opts())  # fmt: skip
-        destination = pulumi.Output.all(role.arn, logs_bucket.arn, key.arn).apply(
-            lambda v: firehose.to_pulumi_destination(firehose.destination(
-                role_arn=v[0], bucket_arn=v[1], kms_key_arn=v[2], log_group=f"/aws/kinesisfirehose/{stream_name}",
-                buffering_size_mb=config.buffering_size_mb, buffering_interval_seconds=config.buffering_interval_seconds)))
+        # ARNs are outputs; the structure around them is known now (and in the offline plan).
+        destination = firehose.to_pulumi_destination(firehose.destination(
+            role_arn=role.arn, bucket_arn=logs_bucket.arn, kms_key_arn=key.arn, log_group=f"/aws/kinesisfirehose/{stream_name}",
+            buffering_size_mb=config.buffering_size_mb, buffering_interval_seconds=config.buffering_interval_seconds))  # fmt: skip
         return aws.kinesis.FirehoseDeliveryStream(
             self.child_name("logs"), name=stream_name, destination="extended_s3",
             extended_s3_configuration=destination,

@@ -12,9 +12,9 @@ METADATA_QUERY = "{component: .component}"
 PARTITIONING_RETRY_SECONDS = 300
 
 
-def destination(*, role_arn: str, bucket_arn: str, kms_key_arn: str, log_group: str, buffering_size_mb: int,
+def destination(*, role_arn: Any, bucket_arn: Any, kms_key_arn: Any, log_group: str, buffering_size_mb: int,
                 buffering_interval_seconds: int) -> dict[str, Any]:  # fmt: skip
-    """``ExtendedS3DestinationConfiguration`` of CreateDeliveryStream."""
+    """``ExtendedS3DestinationConfiguration`` of CreateDeliveryStream (the ARNs may be Pulumi outputs)."""
     return {
         "RoleARN": role_arn,
         "BucketARN": bucket_arn,

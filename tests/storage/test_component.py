@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from components.storage import firehose, lifecycle
@@ -17,6 +16,15 @@ def _wire(value):
         return {("id" if k == "ID" else k[0].lower() + k[1:]): _wire(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_wire(v) for v in value]
+    return value
+
+
+def _wire_snake(value):
+    """pulumi-aws argument names (snake_case) as the engine's wire names (camelCase)."""
+    if isinstance(value, dict):
+        return {k.split("_")[0] + "".join(w.title() for w in k.split("_")[1:]): _wire_snake(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wire_snake(v) for v in value]
     return value
 
 
@@ -68,11 +76,12 @@ def test_firehose_delivers_into_the_logs_bucket_as_configured(plans, stack):
     assert stream.inputs["serverSideEncryption"]["enabled"] is True
     assert stream.inputs["serverSideEncryption"]["keyType"] == "CUSTOMER_MANAGED_CMK"
     destination = stream.inputs["extendedS3Configuration"]
-    # Values only AWS knows are unknown offline; the rest is the structure moto's Firehose took.
-    if destination != "[unknown]":
-        assert destination["prefix"] == firehose.PREFIX and destination["errorOutputPrefix"] == firehose.ERROR_PREFIX
-        assert destination["bufferingSize"] == config.firehose.buffering_size_mb
-        assert destination["compressionFormat"] == "GZIP"
+    # The structure moto's Firehose took; only the ARNs are unknown offline.
+    expected = firehose.to_pulumi_destination(firehose.destination(
+        role_arn="[unknown]", bucket_arn="[unknown]", kms_key_arn="[unknown]", log_group="/aws/kinesisfirehose/"
+        f"platform-{stack}-logs", buffering_size_mb=config.firehose.buffering_size_mb,
+        buffering_interval_seconds=config.firehose.buffering_interval_seconds))  # fmt: skip
+    assert destination == _wire_snake(expected)
     deps = stream.dependencies["extendedS3Configuration"]
     assert any(urn.endswith("Bucket::storage-logs") for urn in deps) and any(urn.endswith("Key::storage-data") for urn in deps)
     assert any(urn.endswith("RolePolicy::storage-firehose") for urn in stream.depends_on)
@@ -121,10 +130,3 @@ def test_gpu_nodes_carry_the_hot_tier(plans, stack):
         else:
             assert disks[1]["ebs"] == {"volumeSize": hot.size_gib, "volumeType": "gp3", "throughput": hot.throughput_mibps,
                                        "iops": hot.iops, "encrypted": "true", "deleteOnTermination": "true"}  # fmt: skip
-
-
-def test_every_storage_document_in_the_plan_is_json(plans):
-    for plan in plans.values():
-        for policy in _storage(plan, "aws:s3/bucketPolicy:BucketPolicy").values():
-            if policy.inputs["policy"] != "[unknown]":
-                json.loads(policy.inputs["policy"])
