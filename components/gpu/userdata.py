@@ -37,23 +37,29 @@ def data_volume(size_gib: int, throughput_mibps: int, iops: int) -> dict[str, ob
         "encrypted": "true", "delete_on_termination": "true"}}  # fmt: skip
 
 
-def data_volume_script() -> str:
-    """Format (first boot only) and mount the data volume; bind the hot directories onto it."""
+def data_volume_script(device: str = DATA_DEVICE, mount: str = DATA_MOUNT,
+                       directories: tuple[str, ...] = HOT_DIRECTORIES, fstab: str = "/etc/fstab") -> str:
+    """Format (first boot only) and mount the data volume; bind the hot directories onto it.
+
+    Idempotent (a reboot runs it again): no second format, no duplicate fstab lines. The
+    parameters exist for the test that runs it on a loop device.
+    """
     binds = "\n".join(
         f'mkdir -p "$mount{path}" {path}\n'
         f'mountpoint -q {path} || mount --bind "$mount{path}" {path}\n'
-        f'grep -q " {path} " /etc/fstab || echo "$mount{path} {path} none bind 0 0" >> /etc/fstab'
-        for path in HOT_DIRECTORIES
+        f'grep -q " {path} " "$fstab" || echo "$mount{path} {path} none bind 0 0" >> "$fstab"'
+        for path in directories
     )
     return f"""#!/bin/bash
 # The hot tier on a gp3 data volume: kubelet, containerd and pod logs live there.
 set -euo pipefail
-device=$(readlink -f {DATA_DEVICE})
-mount={DATA_MOUNT}
+device=$(readlink -f {device})
+mount={mount}
+fstab={fstab}
 blkid "$device" >/dev/null 2>&1 || mkfs.xfs -q "$device"
 mkdir -p "$mount"
 mountpoint -q "$mount" || mount -o noatime "$device" "$mount"
-grep -q " $mount " /etc/fstab || echo "UUID=$(blkid -s UUID -o value "$device") $mount xfs noatime,nofail 0 2" >> /etc/fstab
+grep -q " $mount " "$fstab" || echo "UUID=$(blkid -s UUID -o value "$device") $mount xfs noatime,nofail 0 2" >> "$fstab"
 {binds}
 """
 

@@ -242,3 +242,38 @@ def test_the_fluent_bit_config_uses_only_options_the_plugins_define():
         unknown = set(options) - FLUENT_BIT_OPTIONS[plugin] - (COMMON if name != "SERVICE" else set())
         assert not unknown, f"[{name}] {plugin}: {sorted(unknown)}"
     assert sections[-1][1]["match"] == sections[1][1]["tag"]  # what the input tags, the output ships
+
+
+def test_the_data_volume_script_formats_once_and_binds_the_hot_directories(tmp_path):
+    """Run for real on a loop device, in a private mount namespace (root, as CI runs)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (loop device, mounts); CI runs as root")
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"")
+    os.truncate(image, 320 * 2**20)
+    loop = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        directories = tuple(str(tmp_path / "root" / d.lstrip("/")) for d in ("/var/lib/kubelet", "/var/lib/containerd", "/var/log/pods"))
+        fstab = tmp_path / "fstab"
+        fstab.write_text("# existing line\n")
+        script = tmp_path / "data-volume.sh"
+        script.write_text(data_volume_script(device=loop, mount=str(tmp_path / "data"), directories=directories, fstab=str(fstab)))
+        probe = f"{directories[0]}/pods/model-cache"
+        # First boot, a file on the volume, a reboot's second run (must not format again), the model cache.
+        commands = (f"bash {script} && echo kept > {tmp_path}/data/marker && bash {script} && "
+                    f"mkdir -p {probe} && echo weights > {probe}/w && findmnt -n -o FSTYPE,SOURCE --target {probe}/w && "
+                    f"cat {tmp_path}/data{directories[0]}/pods/model-cache/w {tmp_path}/data/marker")
+        result = subprocess.run([_tool("unshare"), "--mount", "--propagation", "private", "sh", "-c", commands],
+                                capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        fstype, source, content, marker = result.stdout.split()[:4]
+        assert fstype == "xfs" and content == "weights"  # the model cache lands on the data volume
+        assert marker == "kept"  # the second run found the file system and left it alone
+        assert source.startswith(loop)
+        lines = fstab.read_text().splitlines()
+        assert lines[0] == "# existing line" and len(lines) == 1 + 1 + len(directories)  # run twice, written once
+        assert subprocess.run(["blkid", "-o", "value", "-s", "TYPE", loop], capture_output=True, text=True).stdout.strip() == "xfs"
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
