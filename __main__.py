@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.alerting import AlertTopic, AlertTopicArgs
+from components.alerting.monitoring import Monitoring, MonitoringArgs
 from components.config import load_platform_config
 from components.cost.component import CostGuardrails, CostGuardrailsArgs
 from components.eks import EksCluster, EksClusterArgs
@@ -92,6 +93,8 @@ if config.cost is not None:
     )
     pulumi.export("costLedgerBucket", cost.ledger_bucket.bucket)
 alerting = AlertTopic("alerting", AlertTopicArgs(config=config.alerting), **placement)
+monitoring = Monitoring("monitoring", MonitoringArgs(config=config.alerting, namespace=config.inference.prometheus_namespace,
+                                                     k8s_provider=cluster.k8s_provider))  # fmt: skip
 if config.failover is not None:
     failover = FailoverPair(
         "failover",

@@ -764,12 +764,67 @@ class MirrorConfig(ConfigModel):
 # --------------------------------------------------------------------------- alerting
 
 
+class SloConfig(ConfigModel):
+    """The inference service level objectives the burn-rate alerts defend."""
+
+    availability: float = Field(default=0.999, ge=0.9, lt=1, description="Share of requests answered without a 5xx.")
+    latency_seconds: float = Field(
+        default=0.5, description="Latency bound of the latency objective; one of the server's histogram buckets."
+    )
+    latency_objective: float = Field(default=0.99, ge=0.9, lt=1, description="Share of requests faster than latencySeconds.")
+
+    @field_validator("latency_seconds")
+    @classmethod
+    def _a_bucket(cls, value: float) -> float:
+        buckets = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)  # inference_server/metrics.py
+        if value not in buckets:
+            raise ValueError(f"must be a bucket of inference_request_duration_seconds: {', '.join(f'{b:g}' for b in buckets)}")
+        return value
+
+
+class AlertThresholdsConfig(ConfigModel):
+    """Thresholds of the non-SLO alerts (the seeds' numbers by default)."""
+
+    node_cpu_percent: int = Field(default=85, ge=1, le=100, description="Node CPU busy for 5 minutes.")
+    node_memory_percent: int = Field(default=80, ge=1, le=100, description="Node memory in use for 10 minutes.")
+    node_free_memory_mb: int = Field(default=500, ge=1, description="Node available memory (critical below).")
+    volume_drop_percent: int = Field(default=30, ge=1, le=100, description="Request volume drop vs the same hour yesterday.")
+    volume_floor_per_hour: int = Field(
+        default=100, ge=0, description="Yesterday's hourly requests below which a drop is not alerted (quiet hours)."
+    )
+    time_to_first_token_seconds: float = Field(default=2.0, gt=0, description="P95 time to first token.")
+    queue_depth: int = Field(default=16, ge=1, description="Requests waiting on one server for 10 minutes.")
+    shed_ratio: float = Field(default=0.01, gt=0, lt=1, description="Share of requests refused with 429 for 10 minutes.")
+    restarts_per_30m: int = Field(default=3, ge=1, description="Container restarts in 30 minutes.")
+    gpu_memory_percent: int = Field(default=90, ge=1, le=100, description="GPU memory in use for 15 minutes.")
+    gpu_idle_percent: int = Field(default=10, ge=1, le=100, description="GPU utilisation averaged over two hours.")
+    mirror_stale_hours: int = Field(default=26, ge=1, description="Hours since the last successful mirror sync.")
+
+
+class PrometheusStackConfig(ConfigModel):
+    """kube-prometheus-stack on EKS: Prometheus, Alertmanager, Grafana, node-exporter, kube-state-metrics."""
+
+    chart_version: str = Field(default="76.5.1", pattern=r"^\d+\.\d+\.\d+$", description="kube-prometheus-stack chart version.")
+    release: str = Field(default="kube-prometheus-stack", pattern=_DNS_LABEL, description="Helm release name.")
+    retention: str = Field(default="15d", pattern=r"^\d+[dhw]$", description="How long Prometheus keeps samples.")
+    dcgm_chart_version: str = Field(
+        default="3.5.0", pattern=r"^\d+\.\d+\.\d+$", description="NVIDIA dcgm-exporter chart version (GPU metrics)."
+    )
+
+
 class AlertingConfig(ConfigModel):
-    """Where alarms go (the alerting issue adds per-severity routing)."""
+    """Where alarms go, the inference SLOs, alert thresholds and the Prometheus stack."""
 
     emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")]] = Field(
         default_factory=list, description="Addresses subscribed to the alerting topic (each confirms by email)."
     )
+    slo: SloConfig = Field(default_factory=SloConfig, description="Inference service level objectives.")
+    thresholds: AlertThresholdsConfig = Field(default_factory=AlertThresholdsConfig, description="Alert thresholds.")
+    prometheus: PrometheusStackConfig = Field(default_factory=PrometheusStackConfig, description="The Prometheus stack.")
+    runbook_base_url: str = Field(
+        default="https://github.com/example/gpu-inference-platform/blob/main/docs/runbooks",
+        pattern=r"^https?://", description="Where each alert's runbook (<alert>.md, docs/runbooks/) is served.",
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- failover pair

@@ -166,7 +166,7 @@ def test_kubernetes_validate_rejects_a_broken_daemonset():
 @pytest.mark.parametrize("stack", STACKS)
 def test_node_termination_handler_runs_in_queue_mode_with_irsa(plans, stack):
     plan = plans[stack]
-    [release] = plan.of_type("kubernetes:helm.sh/v3:Release")
+    [release] = [r for r in plan.of_type("kubernetes:helm.sh/v3:Release") if r.name.startswith("gpu-")]
     values = release.inputs["values"]
     assert release.inputs["chart"] == "aws-node-termination-handler"
     assert release.inputs["version"] == "0.27.2"
