@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # network namespaces), the VPN lab (strongSwan's charon with userspace IPsec, swanctl) and the
 # checkers of the VPN gateway's files (FRR's vtysh, shellcheck, systemd-analyze), and node for
 # the CloudFront Function.
-DEB_PACKAGES := keepalived redis-server iptables iproute2 strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins frr shellcheck systemd lua5.4 xfsprogs prometheus
+DEB_PACKAGES := keepalived redis-server iptables iproute2 strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins frr shellcheck systemd lua5.4 xfsprogs prometheus prometheus-alertmanager
 
 .PHONY: plan plan-json test docs bench clean serve-demo
 

@@ -93,15 +93,20 @@ if config.cost is not None:
     )
     pulumi.export("costLedgerBucket", cost.ledger_bucket.bucket)
 alerting = AlertTopic("alerting", AlertTopicArgs(config=config.alerting), **placement)
-monitoring = Monitoring("monitoring", MonitoringArgs(config=config.alerting, namespace=config.inference.prometheus_namespace,
-                                                     k8s_provider=cluster.k8s_provider))  # fmt: skip
+monitoring = Monitoring(
+    "monitoring",
+    MonitoringArgs(config=config.alerting, namespace=config.inference.prometheus_namespace, region=config.aws.region,
+                   k8s_provider=cluster.k8s_provider, oidc_provider_arn=cluster.oidc_provider_arn,
+                   oidc_issuer=cluster.oidc_issuer, topic_arns=alerting.topic_arns, topic_key_arn=alerting.key_arn),  # fmt: skip
+    **placement,
+)
 if config.failover is not None:
     failover = FailoverPair(
         "failover",
         FailoverPairArgs(config=config.failover, network=config.network, region=config.aws.region,
                          pair_name=resource_name(tags.project, config.environment, "session-store"),
                          vpc_id=network.vpc_id, vpc_cidr=str(config.network.vpc_cidr),
-                         subnet_ids_by_az=network.subnet_ids_by_az, alarm_topic_arn=alerting.topic_arn),  # fmt: skip
+                         subnet_ids_by_az=network.subnet_ids_by_az, alarm_topic_arns=alerting.topic_arns),  # fmt: skip
         **placement,
     )
     pulumi.export("sessionStore", {"endpoint": failover.endpoint, "nodes": failover.node_addresses,
@@ -113,7 +118,7 @@ if config.vpn is not None:
         SiteToSiteVpnArgs(config=config.vpn, name_prefix=name_prefix, vpc_id=network.vpc_id,
                           private_subnet_ids=list(network.subnet_ids_by_az["private"].values()),
                           private_route_table_ids=network.private_route_table_id_list, vpc_cidr=str(config.network.vpc_cidr),
-                          alarm_topic_arn=alerting.topic_arn, cluster_security_group_id=cluster.cluster_security_group_id,
+                          alarm_topic_arns=alerting.topic_arns, cluster_security_group_id=cluster.cluster_security_group_id,
                           endpoint_security_group_id=network.endpoint_security_group_id),  # fmt: skip
         **placement,
     )
@@ -123,7 +128,7 @@ if config.vpn is not None:
     pulumi.export("vpnPreSharedKeys", vpn.pre_shared_keys)
 
 pulumi.export("storage", {"buckets": storage.bucket_names, "logStream": storage.stream_name})
-pulumi.export("alertTopicArn", alerting.topic_arn)
+pulumi.export("alertTopicArns", alerting.topic_arns)
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("publicSubnetIds", network.public_subnet_ids)

@@ -764,6 +764,28 @@ class MirrorConfig(ConfigModel):
 # --------------------------------------------------------------------------- alerting
 
 
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$"
+
+
+class SeverityTargetsConfig(ConfigModel):
+    """Who a severity's SNS topic notifies, besides alerting.emails."""
+
+    emails: list[Annotated[str, Field(pattern=_EMAIL)]] = Field(default_factory=list, description="Email subscribers.")
+    https_endpoints: list[Annotated[str, Field(pattern=r"^https://")]] = Field(
+        default_factory=list, description="HTTPS subscribers (e.g. a paging service's SNS integration URL)."
+    )
+
+
+class AlertWebhookConfig(ConfigModel):
+    """An Alertmanager webhook receiver."""
+
+    name: str = Field(pattern=_DNS_LABEL, description="Receiver name.")
+    url: str = Field(pattern=r"^https://", description="Where Alertmanager POSTs (HTTPS).")
+    severities: list[Literal["critical", "warning"]] = Field(
+        default_factory=lambda: ["critical", "warning"], min_length=1, description="Which severities it receives."
+    )
+
+
 class SloConfig(ConfigModel):
     """The inference service level objectives the burn-rate alerts defend."""
 
@@ -816,7 +838,16 @@ class AlertingConfig(ConfigModel):
     """Where alarms go, the inference SLOs, alert thresholds and the Prometheus stack."""
 
     emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")]] = Field(
-        default_factory=list, description="Addresses subscribed to the alerting topic (each confirms by email)."
+        default_factory=list, description="Addresses subscribed to both alert topics, page and ticket (each confirms by email)."
+    )
+    page: SeverityTargetsConfig = Field(
+        default_factory=lambda: SeverityTargetsConfig(), description="Extra subscribers of the page topic (critical alerts)."
+    )
+    ticket: SeverityTargetsConfig = Field(
+        default_factory=lambda: SeverityTargetsConfig(), description="Extra subscribers of the ticket topic (warnings)."
+    )
+    webhooks: list[AlertWebhookConfig] = Field(
+        default_factory=list, description="Alertmanager webhook receivers (e.g. a chat bridge), per severity."
     )
     slo: SloConfig = Field(default_factory=SloConfig, description="Inference service level objectives.")
     thresholds: AlertThresholdsConfig = Field(default_factory=AlertThresholdsConfig, description="Alert thresholds.")

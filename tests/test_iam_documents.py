@@ -16,6 +16,7 @@ from components.gpu.policies import (
     node_termination_handler_policy,
     topic_key_policy,
 )
+from components.alerting.alertmanager import publisher_policy
 from components.failover.policies import node_role_policy
 from components.network import flow_logs_delivery_policy, flow_logs_trust_policy
 from components.storage.firehose import delivery_role_policy, shipper_policy
@@ -34,6 +35,9 @@ IDENTITY_POLICIES = {
     "firehose-delivery": json.dumps(delivery_role_policy(
         "arn:aws:s3:::platform-dev-logs", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
         "arn:aws:logs:us-east-1:111122223333:log-group:/aws/kinesisfirehose/platform-dev-logs")),
+    "alertmanager-publisher": json.dumps(publisher_policy(
+        ["arn:aws:sns:us-east-1:111122223333:page", "arn:aws:sns:us-east-1:111122223333:ticket"],
+        "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab")),
     "log-shipper": json.dumps(shipper_policy("arn:aws:firehose:us-east-1:111122223333:deliverystream/platform-dev-logs")),
 }
 TRUST_POLICIES = {

@@ -171,7 +171,7 @@ def test_stack_exports(plans):
     outputs = plans["dev"].stack_outputs
     assert set(outputs) == {
         "vpcId", "privateSubnetIds", "publicSubnetIds", "clusterName", "gpuEventsTopicArn", "gpuScheduling",
-        "inferenceImage", "modelDeployments", "costLedgerBucket", "alertTopicArn", "sessionStore",
+        "inferenceImage", "modelDeployments", "costLedgerBucket", "alertTopicArns", "sessionStore",
         "vpn", "vpnPreSharedKeys", "storage",
     }
     assert outputs["modelDeployments"] == {"eks": {"demo": "inference/demo"}}

@@ -38,31 +38,52 @@ def alarm_topic_policy(topic_arn: str, account_id: str) -> str:
     ]})  # fmt: skip
 
 
+# Alert severity -> the topic it goes to: critical pages someone, warning opens a ticket.
+SEVERITY_TOPICS = {"critical": "page", "warning": "ticket"}
+
+
 @dataclass(frozen=True)
 class AlertTopicArgs:
     config: AlertingConfig
 
 
 class AlertTopic(PlatformComponent):
-    """``platform:alerting:AlertTopic`` — an encrypted SNS topic CloudWatch alarms publish to.
+    """``platform:alerting:AlertTopic`` — one encrypted SNS topic per severity (page, ticket).
 
-    Outputs: ``topic_arn``.
+    CloudWatch alarms and Alertmanager publish to them; ``alerting.emails`` subscribe to both,
+    ``alerting.page`` / ``alerting.ticket`` add per-topic email and HTTPS subscribers.
+
+    Outputs: ``topic_arns`` (severity -> topic ARN), ``key_arn``.
     """
 
     def __init__(self, name: str, args: AlertTopicArgs, tags: TagContext, provider: aws.Provider,
                  opts: pulumi.ResourceOptions | None = None) -> None:  # fmt: skip
         super().__init__("platform:alerting:AlertTopic", name, "alerting", tags, provider, opts)
+        config = args.config
         identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self, provider=provider))
-        key = aws.kms.Key(self.child_name("topic"), description="Encrypts the alerting topic (CloudWatch alarms publish)",
+        key = aws.kms.Key(self.child_name("topic"), description="Encrypts the alert topics (CloudWatch alarms publish)",
                           enable_key_rotation=True, policy=identity.account_id.apply(alarm_topic_key_policy),
                           tags=self.tags("topic"), opts=self.child_opts())  # fmt: skip
-        topic = aws.sns.Topic(self.child_name("topic"), kms_master_key_id=key.arn, tags=self.tags("topic"),
-                              opts=self.child_opts())  # fmt: skip
-        aws.sns.TopicPolicy(self.child_name("topic"), arn=topic.arn,
-                            policy=pulumi.Output.all(topic.arn, identity.account_id).apply(lambda v: alarm_topic_policy(*v)),
-                            opts=self.child_opts())  # fmt: skip
-        for index, email in enumerate(args.config.emails):
-            aws.sns.TopicSubscription(self.child_name(f"email-{index}"), topic=topic.arn, protocol="email",
-                                      endpoint=email, opts=self.child_opts())  # fmt: skip
-        self.topic_arn = topic.arn
-        self.register_outputs({"topic_arn": topic.arn})
+        self.topic_arns: dict[str, pulumi.Output[str]] = {}
+        for severity, topic_name in SEVERITY_TOPICS.items():
+            targets = getattr(config, topic_name)
+            # The page topic is the single topic of 0.8-0.10, renamed: aliases keep it (and its
+            # confirmed subscriptions) instead of replacing it.
+            renamed = topic_name == "page"
+            topic = aws.sns.Topic(self.child_name(topic_name), kms_master_key_id=key.arn, tags=self.tags(topic_name),
+                                  opts=self.child_opts(aliases=self._was("topic", renamed)))  # fmt: skip
+            aws.sns.TopicPolicy(self.child_name(topic_name), arn=topic.arn,
+                                policy=pulumi.Output.all(topic.arn, identity.account_id).apply(lambda v: alarm_topic_policy(*v)),
+                                opts=self.child_opts(aliases=self._was("topic", renamed)))  # fmt: skip
+            subscribers = [("email", e) for e in [*config.emails, *targets.emails]] + [("https", u) for u in targets.https_endpoints]
+            for index, (protocol, endpoint) in enumerate(subscribers):
+                old = renamed and protocol == "email" and index < len(config.emails)
+                aws.sns.TopicSubscription(self.child_name(f"{topic_name}-{protocol}-{index}"), topic=topic.arn,
+                                          protocol=protocol, endpoint=endpoint,
+                                          opts=self.child_opts(aliases=self._was(f"email-{index}", old)))  # fmt: skip
+            self.topic_arns[severity] = topic.arn
+        self.key_arn = key.arn
+        self.register_outputs({"topic_arns": self.topic_arns, "key_arn": key.arn})
+
+    def _was(self, old_suffix: str, applies: bool) -> list[pulumi.Alias]:
+        return [pulumi.Alias(name=self.child_name(old_suffix))] if applies else []

@@ -5,12 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import json
+
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.alerting import rules
+from components.alerting import alertmanager, rules
+from components.base import PlatformComponent
 from components.config import AlertingConfig
 from components.eks import SYSTEM_NODE_LABELS
+from components.eks.policies import irsa_trust_policy
+from components.tagging import TagContext
 from components.gpu.scheduling import GPU_NODE_LABEL, gpu_toleration
 
 # Prometheus loads PrometheusRule objects with exactly these labels (its ruleSelector).
@@ -18,10 +24,12 @@ RULE_LABELS = {"platform.example.com/rules": "platform"}
 DASHBOARD_LABEL = ("grafana_dashboard", "1")  # the Grafana sidecar's default
 STACK_REPOSITORY = "https://prometheus-community.github.io/helm-charts"
 DCGM_REPOSITORY = "https://nvidia.github.io/dcgm-exporter/helm-charts"
+ALERTMANAGER_SERVICE_ACCOUNT = "alertmanager"
 
 
-def stack_values(config: AlertingConfig) -> dict[str, Any]:
-    """kube-prometheus-stack values: select our rules and every ServiceMonitor, run on system nodes."""
+def stack_values(config: AlertingConfig, alertmanager_config: Any = None, alertmanager_role_arn: Any = None) -> dict[str, Any]:
+    """kube-prometheus-stack values: select our rules and every ServiceMonitor, run on system nodes;
+    Alertmanager with our routing, publishing to SNS through its IRSA role."""
     return {
         "prometheus": {"prometheusSpec": {
             "retention": config.prometheus.retention,
@@ -32,7 +40,12 @@ def stack_values(config: AlertingConfig) -> dict[str, Any]:
             "podMonitorSelectorNilUsesHelmValues": False,
             "nodeSelector": dict(SYSTEM_NODE_LABELS),
         }},
-        "alertmanager": {"alertmanagerSpec": {"nodeSelector": dict(SYSTEM_NODE_LABELS)}},
+        "alertmanager": {
+            "alertmanagerSpec": {"nodeSelector": dict(SYSTEM_NODE_LABELS)},
+            "config": alertmanager_config,
+            "serviceAccount": {"create": True, "name": ALERTMANAGER_SERVICE_ACCOUNT,
+                               "annotations": {"eks.amazonaws.com/role-arn": alertmanager_role_arn}},
+        },
         "grafana": {"nodeSelector": dict(SYSTEM_NODE_LABELS), "sidecar": {"dashboards": {
             "enabled": True, "label": DASHBOARD_LABEL[0], "labelValue": DASHBOARD_LABEL[1], "searchNamespace": "ALL"}}},
         # Node metrics from every node, GPU nodes included.
@@ -60,33 +73,51 @@ def prometheus_rule(config: AlertingConfig, namespace: str) -> dict[str, Any]:
 class MonitoringArgs:
     config: AlertingConfig
     namespace: str  # where Prometheus runs (the inference NetworkPolicy admits scrapes from it)
+    region: str
     k8s_provider: k8s.Provider
+    oidc_provider_arn: pulumi.Input[str]
+    oidc_issuer: pulumi.Input[str]
+    topic_arns: dict[str, pulumi.Input[str]]  # severity -> SNS topic (components/alerting AlertTopic)
+    topic_key_arn: pulumi.Input[str]
 
 
-class Monitoring(pulumi.ComponentResource):
-    """The Prometheus stack and the platform's alerting rules on EKS (Kubernetes resources only).
+class Monitoring(PlatformComponent):
+    """``platform:alerting:Monitoring`` — the Prometheus stack, Alertmanager routing to the alert
+    topics and the platform's alerting rules on EKS.
 
     Outputs: ``rule_names`` (the alerts declared).
     """
 
-    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: MonitoringArgs, tags: TagContext, provider: aws.Provider,
+                 opts: pulumi.ResourceOptions | None = None) -> None:  # fmt: skip
         config = args.config
         manifest = prometheus_rule(config, args.namespace)  # built (and validated) before anything is declared
-        super().__init__("platform:alerting:Monitoring", name, None, opts)
+        super().__init__("platform:alerting:Monitoring", name, "monitoring", tags, provider, opts)
+        trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer).apply(
+            lambda v: irsa_trust_policy(v[0], v[1], args.namespace, ALERTMANAGER_SERVICE_ACCOUNT))
+        role = aws.iam.Role(self.child_name("alertmanager"), description="Alertmanager publishes alerts to SNS",
+                            assume_role_policy=trust, tags=self.tags("alertmanager"), opts=self.child_opts())  # fmt: skip
+        aws.iam.RolePolicy(
+            self.child_name("alertmanager"), role=role.id,
+            policy=pulumi.Output.all(args.topic_key_arn, *args.topic_arns.values()).apply(
+                lambda v: json.dumps(alertmanager.publisher_policy(v[1:], v[0]))),
+            opts=self.child_opts())  # fmt: skip
+        routing = alertmanager.config(config, args.topic_arns, args.region)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
         stack = k8s.helm.v3.Release(
-            f"{name}-stack", name=config.prometheus.release, chart="kube-prometheus-stack",
+            self.child_name("stack"), name=config.prometheus.release, chart="kube-prometheus-stack",
             version=config.prometheus.chart_version, repository_opts={"repo": STACK_REPOSITORY},
-            namespace=args.namespace, create_namespace=True, values=stack_values(config), opts=k8s_opts,
+            namespace=args.namespace, create_namespace=True, values=stack_values(config, routing, role.arn), opts=k8s_opts,
         )  # fmt: skip
+        after_stack = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[stack]))  # its CRDs
         k8s.helm.v3.Release(
-            f"{name}-dcgm", name="dcgm-exporter", chart="dcgm-exporter", version=config.prometheus.dcgm_chart_version,
-            repository_opts={"repo": DCGM_REPOSITORY}, namespace=args.namespace, values=dcgm_values(),
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[stack])),  # ServiceMonitor CRD
+            self.child_name("dcgm"), name="dcgm-exporter", chart="dcgm-exporter", version=config.prometheus.dcgm_chart_version,
+            repository_opts={"repo": DCGM_REPOSITORY}, namespace=args.namespace, values=dcgm_values(), opts=after_stack,
         )  # fmt: skip
         k8s.apiextensions.CustomResource(
-            f"{name}-rules", api_version=manifest["apiVersion"], kind=manifest["kind"], metadata=manifest["metadata"],
-            spec=manifest["spec"], opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[stack])),
+            self.child_name("rules"), api_version=manifest["apiVersion"], kind=manifest["kind"],
+            metadata=manifest["metadata"], spec=manifest["spec"], opts=after_stack,
         )  # fmt: skip
+        self.stack_release = stack
         self.rule_names = [alert.name for alert in rules.alerts(config)]
         self.register_outputs({"rule_names": self.rule_names})

@@ -34,11 +34,14 @@ BURN = {
 EXPORTED_ELSEWHERE = {
     "node_cpu_seconds_total": "node-exporter", "node_memory_MemAvailable_bytes": "node-exporter",
     "node_memory_MemTotal_bytes": "node-exporter",
-    "kube_pod_status_ready": "kube-state-metrics", "kube_pod_container_status_restarts_total": "kube-state-metrics",
+    "kube_pod_status_ready": "kube-state-metrics", "kube_pod_info": "kube-state-metrics",
+    "kube_pod_container_status_restarts_total": "kube-state-metrics",
     "kube_job_status_failed": "kube-state-metrics", "kube_cronjob_status_last_successful_time": "kube-state-metrics",
     "DCGM_FI_DEV_FB_USED": "dcgm-exporter", "DCGM_FI_DEV_FB_FREE": "dcgm-exporter",
     "DCGM_FI_DEV_GPU_UTIL": "dcgm-exporter", "DCGM_FI_DEV_XID_ERRORS": "dcgm-exporter",
 }  # fmt: skip
+# Pod alerts carry the pod's node, so a node that is down inhibits them (alertmanager.py).
+_ON_NODE = " * on (namespace, pod) group_left (node) kube_pod_info"
 _PROMQL_WORDS = {"by", "without", "and", "or", "unless", "offset", "on", "ignoring", "group_left", "group_right", "bool"}
 
 
@@ -47,7 +50,7 @@ def referenced_metrics(expr: str) -> set[str]:
     text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
     text = re.sub(r"\{[^}]*\}", " ", text)
     text = re.sub(r"\[[^\]]*\]", " ", text)
-    text = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
     text = re.sub(r"\boffset\s+\d+[smhdwy]+", " ", text)
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
@@ -137,11 +140,11 @@ def alerts(config: AlertingConfig) -> list[Alert]:
               "30m", "warning", "Request volume fell against the same hour yesterday",
               f"Requests to {{{{ $labels.namespace }}}} are down at least {limits.volume_drop_percent}% from the same time yesterday."),
         Alert("InferenceReadinessFlapping", "inference",
-              'changes(kube_pod_status_ready{condition="true", namespace="inference"}[30m]) > 4',
+              '(changes(kube_pod_status_ready{condition="true", namespace="inference"}[30m]) > 4)' + _ON_NODE,
               "0m", "warning", "A model server keeps going in and out of readiness",
               "{{ $labels.pod }} changed readiness {{ $value }} times in 30 minutes."),
         Alert("PodRestartingOften", "kubernetes",
-              f"increase(kube_pod_container_status_restarts_total[30m]) > {limits.restarts_per_30m}",
+              f"(increase(kube_pod_container_status_restarts_total[30m]) > {limits.restarts_per_30m})" + _ON_NODE,
               "0m", "warning", "A container keeps restarting",
               "{{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) restarted {{ $value }} times in 30 minutes."),
         Alert("NodeCpuHigh", "nodes",

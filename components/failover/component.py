@@ -29,7 +29,7 @@ class FailoverPairArgs:
     vpc_id: pulumi.Input[str]
     vpc_cidr: str
     subnet_ids_by_az: dict[str, dict[str, pulumi.Output[str]]]  # tier -> AZ -> subnet id
-    alarm_topic_arn: pulumi.Input[str]
+    alarm_topic_arns: dict[str, pulumi.Input[str]]  # severity -> topic (components/alerting)
 
 
 class FailoverPair(PlatformComponent):
@@ -179,8 +179,8 @@ class FailoverPair(PlatformComponent):
                 evaluation_periods=spec.evaluation_periods, datapoints_to_alarm=spec.evaluation_periods,
                 treat_missing_data=spec.treat_missing_data,
                 metric_queries=policies.alarm_metric_queries(spec, args.pair_name),
-                alarm_actions=[args.alarm_topic_arn], ok_actions=[args.alarm_topic_arn],
-                tags=self.tags(spec.name), opts=self.child_opts(),
+                alarm_actions=[args.alarm_topic_arns[spec.severity]], ok_actions=[args.alarm_topic_arns[spec.severity]],
+                tags={**self.tags(spec.name), "severity": spec.severity}, opts=self.child_opts(),
             )  # fmt: skip
             self.alarm_names.append(alarm.name)
 

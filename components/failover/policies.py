@@ -50,6 +50,7 @@ class AlarmSpec:
     threshold: float
     evaluation_periods: int
     treat_missing_data: str
+    severity: str = "warning"  # critical pages; warning opens a ticket
 
 
 def alarm_specs(lag_alarm_seconds: float) -> list[AlarmSpec]:
@@ -61,9 +62,9 @@ def alarm_specs(lag_alarm_seconds: float) -> list[AlarmSpec]:
     both = "FILL(a, 0) + FILL(b, 0)"
     return [
         AlarmSpec("split-brain", "Both nodes hold MASTER: two writable primaries (VRRP between them is cut)",
-                  "IsMaster", "Maximum", both, "GreaterThanThreshold", 1, 1, "notBreaching"),
+                  "IsMaster", "Maximum", both, "GreaterThanThreshold", 1, 1, "notBreaching", "critical"),
         AlarmSpec("no-master", "Neither node holds MASTER: the VIP answers nowhere",
-                  "IsMaster", "Maximum", both, "LessThanThreshold", 1, 2, "breaching"),
+                  "IsMaster", "Maximum", both, "LessThanThreshold", 1, 2, "breaching", "critical"),
         AlarmSpec("failover", "A node took over the VIP (failover or first election)",
                   "Failover", "Sum", both, "GreaterThanOrEqualToThreshold", 1, 1, "notBreaching"),
         AlarmSpec("health-check", "Redis failed its health check on a node (or the node stopped reporting)",

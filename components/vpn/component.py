@@ -28,7 +28,7 @@ class SiteToSiteVpnArgs:
     private_subnet_ids: list[pulumi.Input[str]]  # one per AZ: the transit gateway attachment, resolver endpoints
     private_route_table_ids: list[pulumi.Input[str]]  # one per AZ: routes to the private cloud
     vpc_cidr: str
-    alarm_topic_arn: pulumi.Input[str]
+    alarm_topic_arns: dict[str, pulumi.Input[str]]  # severity -> topic (components/alerting)
     # What the private cloud may reach (config.access): the model servers' port on the EKS
     # cluster security group, and HTTPS on the interface endpoints' security group.
     cluster_security_group_id: pulumi.Input[str]
@@ -247,7 +247,7 @@ class SiteToSiteVpn(PlatformComponent):
                 evaluation_periods=spec.evaluation_periods, datapoints_to_alarm=spec.evaluation_periods,
                 treat_missing_data="breaching",
                 metric_queries=alarms.alarm_metric_queries(spec, vpn_id, addresses),
-                alarm_actions=[args.alarm_topic_arn], ok_actions=[args.alarm_topic_arn],
+                alarm_actions=[args.alarm_topic_arns[spec.severity]], ok_actions=[args.alarm_topic_arns[spec.severity]],
                 tags={**self.tags(spec.name), "severity": spec.severity}, opts=self.child_opts(),
             )  # fmt: skip
             self.alarm_names.append(alarm.name)

@@ -47,3 +47,20 @@ def test_dashboards_label_is_the_grafana_sidecars():
     values = monitoring.stack_values(load_stack_config("dev", ROOT).alerting)
     sidecar = values["grafana"]["sidecar"]["dashboards"]
     assert (sidecar["label"], sidecar["labelValue"]) == monitoring.DASHBOARD_LABEL
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_alertmanager_routes_to_the_alert_topics_through_its_own_role(plans, stack):
+    plan = plans[stack]
+    release = _by_name(plan)["monitoring-stack"]
+    manager = release.inputs["values"]["alertmanager"]
+    receivers = {r["name"]: r for r in manager["config"]["receivers"]}
+    assert {"page", "ticket", "null"} <= set(receivers)
+    topics = {r.name: r.urn for r in plan.of_type("aws:sns/topic:Topic") if r.name.startswith("alerting-")}
+    assert set(topics) == {"alerting-page", "alerting-ticket"}
+    assert set(topics.values()) <= set(release.dependencies["values"])  # the topic ARNs flow into the config
+    [role] = [r for r in plan.of_type("aws:iam/role:Role") if r.name == "monitoring-alertmanager"]
+    assert role.urn in release.dependencies["values"]  # the service account's IRSA annotation
+    assert manager["serviceAccount"]["name"] == monitoring.ALERTMANAGER_SERVICE_ACCOUNT
+    [policy] = [r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "monitoring-alertmanager"]
+    assert set(topics.values()) <= set(policy.dependencies["policy"])

@@ -49,6 +49,7 @@ def _latency(fast_per_min: int, total_per_min: int, minutes: int, slowest: str =
 NODE = {"instance": "10.0.1.5:9100"}
 GPU = {"gpu": "0", "Hostname": "ip-10-0-1-5"}
 POD = {"namespace": "inference", "pod": "demo-0"}
+POD_INFO = _series('kube_pod_info{namespace="inference", pod="demo-0", node="ip-10-0-1-5"}', "1+0x40")
 
 # alert -> (violating series, healthy series, eval time, labels the alert must carry)
 CASES = {
@@ -74,13 +75,13 @@ CASES = {
     "InferenceRequestVolumeDrop": ([_series(f'{REQ}_count{R}, status="200"}}', "0+1000x1440 1440000+300x180")],
                                    [_series(f'{REQ}_count{R}, status="200"}}', "0+1000x1620")], "1590m", BASE_LABELS),
     "InferenceReadinessFlapping": (
-        [_series('kube_pod_status_ready{namespace="inference", pod="demo-0", condition="true"}', "1 0 1 0 1 0 1 1 1 1")],
-        [_series('kube_pod_status_ready{namespace="inference", pod="demo-0", condition="true"}', "1+0x10")],
-        "9m", {**POD, "condition": "true"}),
+        [_series('kube_pod_status_ready{namespace="inference", pod="demo-0", condition="true"}', "1 0 1 0 1 0 1 1 1 1"), POD_INFO],
+        [_series('kube_pod_status_ready{namespace="inference", pod="demo-0", condition="true"}', "1+0x10"), POD_INFO],
+        "9m", {**POD, "condition": "true", "node": "ip-10-0-1-5"}),
     "PodRestartingOften": (
-        [_series('kube_pod_container_status_restarts_total{namespace="inference", pod="demo-0", container="server"}', "0+1x40")],
-        [_series('kube_pod_container_status_restarts_total{namespace="inference", pod="demo-0", container="server"}', "2+0x40")],
-        "35m", {**POD, "container": "server"}),
+        [_series('kube_pod_container_status_restarts_total{namespace="inference", pod="demo-0", container="server"}', "0+1x40"), POD_INFO],
+        [_series('kube_pod_container_status_restarts_total{namespace="inference", pod="demo-0", container="server"}', "2+0x40"), POD_INFO],
+        "35m", {**POD, "container": "server", "node": "ip-10-0-1-5"}),
     "NodeCpuHigh": ([_series('node_cpu_seconds_total{instance="10.0.1.5:9100", cpu="0", mode="idle"}', "0+6x20")],
                     [_series('node_cpu_seconds_total{instance="10.0.1.5:9100", cpu="0", mode="idle"}', "0+54x20")],
                     "15m", NODE),

@@ -86,15 +86,19 @@ def test_elastic_ip_mode_allocates_an_address_and_never_associates_it(hybrid):
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_every_alarm_goes_to_the_encrypted_alerting_topic(plans, stack):
+def test_every_alarm_goes_to_the_encrypted_topic_of_its_severity(plans, stack):
     plan = plans[stack]
     alarms = _failover(plan, "aws:cloudwatch/metricAlarm:MetricAlarm")
     assert {r.inputs["name"].rsplit("-session-store-", 1)[1] for r in alarms.values()} == {
         "split-brain", "no-master", "failover", "health-check", "replication-lag", "no-replica"}  # fmt: skip
-    topic = next(r for r in plan.of_type("aws:sns/topic:Topic") if r.name == "alerting-topic")
-    assert topic.dependencies["kmsMasterKeyId"]
+    topics = {r.name: r for r in plan.of_type("aws:sns/topic:Topic") if r.name in ("alerting-page", "alerting-ticket")}
+    assert all(topic.dependencies["kmsMasterKeyId"] for topic in topics.values())
     for alarm in alarms.values():
-        assert alarm.dependencies["alarmActions"] == [topic.urn]
+        name = alarm.inputs["name"].rsplit("-session-store-", 1)[1]
+        severity = "critical" if name in ("split-brain", "no-master") else "warning"  # two primaries or none: page
+        assert alarm.inputs["tags"]["severity"] == severity
+        expected = topics["alerting-page" if severity == "critical" else "alerting-ticket"].urn
+        assert alarm.dependencies["alarmActions"] == [expected] == alarm.dependencies["okActions"]
         assert len(alarm.inputs["metricQueries"]) == 3
     lag = next(r for r in alarms.values() if r.inputs["name"].endswith("replication-lag"))
     assert lag.inputs["threshold"] == 5

@@ -137,7 +137,8 @@ def test_tunnel_alarms_go_to_the_alerting_topic(every_plan, stack):
             if key == "metricQueries":
                 assert any(urn.endswith("VpnConnection::vpn-connection") for urn in deps)
             else:
-                assert any(urn.endswith("Topic::alerting-topic") for urn in deps)
+                topic = "alerting-page" if spec.severity == "critical" else "alerting-ticket"
+                assert deps == [next(r.urn for r in plan.of_type("aws:sns/topic:Topic") if r.name == topic)]
     assert specs["vpn-both-tunnels-down"].severity == "critical" and specs["vpn-both-tunnels-down"].tunnels == (1, 2)
 
 
