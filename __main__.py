@@ -32,8 +32,9 @@ name_prefix = f"{tags.project}-{config.environment}"
 aws_provider = aws.Provider("aws", region=config.aws.region, allowed_account_ids=config.aws.allowed_account_ids or None)
 placement = {"tags": tags, "provider": aws_provider}
 
-network = Network("network", NetworkArgs(config=config.network, region=config.aws.region,
-                                         nat_mode=config.nat_gateway_mode), **placement)  # fmt: skip
+alerting = AlertTopic("alerting", AlertTopicArgs(config=config.alerting), **placement)
+network = Network("network", NetworkArgs(config=config.network, region=config.aws.region, nat_mode=config.nat_gateway_mode,
+                                         alarm_topic_arns=alerting.topic_arns), **placement)  # fmt: skip
 cluster = EksCluster(
     "eks",
     EksClusterArgs(config=config.eks, cluster_name=resource_name(tags.project, config.environment, "eks"),
@@ -64,7 +65,7 @@ storage = TieredStorage(
     "storage",
     TieredStorageArgs(config=config.storage, name_prefix=name_prefix, region=config.aws.region,
                       k8s_provider=cluster.k8s_provider, oidc_provider_arn=cluster.oidc_provider_arn,
-                      oidc_issuer=cluster.oidc_issuer),  # fmt: skip
+                      oidc_issuer=cluster.oidc_issuer, alarm_topic_arns=alerting.topic_arns),  # fmt: skip
     **placement,
 )
 
@@ -79,8 +80,8 @@ if config.mirror is not None:
     bucket_name = resource_name(tags.project, config.environment, "model-mirror")
     mirror = ModelMirror(
         "mirror",
-        ModelMirrorArgs(config=config.mirror, bucket_name=bucket_name, project_root=root,
-                        private_cloud_provider=private_cloud, **k8s_targets),  # fmt: skip
+        ModelMirrorArgs(config=config.mirror, bucket_name=bucket_name, project_root=root, private_cloud_provider=private_cloud,
+                        alarm_topic_arns=alerting.topic_arns, region=config.aws.region, **k8s_targets),  # fmt: skip
         **placement,
     )
     pulumi.export("modelMirrorUrl", mirror.public_url)
@@ -92,7 +93,6 @@ if config.cost is not None:
         **placement,
     )
     pulumi.export("costLedgerBucket", cost.ledger_bucket.bucket)
-alerting = AlertTopic("alerting", AlertTopicArgs(config=config.alerting), **placement)
 monitoring = Monitoring(
     "monitoring",
     MonitoringArgs(config=config.alerting, namespace=config.inference.prometheus_namespace, region=config.aws.region,

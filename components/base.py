@@ -43,6 +43,26 @@ class PlatformComponent(pulumi.ComponentResource):
 
     # -- shared building blocks (one place for what several components declare) -----------
 
+    def metric_alarms(self, prefix: str, specs: list, topic_arns: dict[str, pulumi.Input[str]] | None,
+                      provider: aws.Provider | None = None) -> list[aws.cloudwatch.MetricAlarm]:  # fmt: skip
+        """CloudWatch alarms from :class:`components.alerting.cloudwatch.CloudWatchAlarm` specs, each
+        to the alert topic of its severity. No topics (the component used alone): no alarms."""
+        if not topic_arns:
+            return []
+        opts = self.child_opts() if provider is None else pulumi.ResourceOptions(parent=self, provider=provider)
+        return [
+            aws.cloudwatch.MetricAlarm(
+                self.child_name(spec.name), name=f"{prefix}-{spec.name}", alarm_description=f"[{spec.severity}] {spec.description}",
+                namespace=spec.namespace, metric_name=spec.metric, statistic=spec.stat, dimensions=spec.dimensions,
+                period=spec.period, comparison_operator=spec.comparison, threshold=spec.threshold,
+                evaluation_periods=spec.evaluation_periods, datapoints_to_alarm=spec.evaluation_periods,
+                treat_missing_data=spec.treat_missing_data, alarm_actions=[topic_arns[spec.severity]],
+                ok_actions=[topic_arns[spec.severity]], tags={**self.tags(spec.name), "severity": spec.severity},
+                opts=opts,
+            )  # fmt: skip
+            for spec in specs
+        ]
+
     def private_bucket(self, suffix: str, bucket_name: str, versioned: bool = True, log_delivery: bool = False,
                        kms_key_arn: pulumi.Input[str] | None = None, object_lock: bool = False) -> aws.s3.Bucket:  # fmt: skip
         """An S3 bucket with public access blocked, default encryption and owner-only objects.

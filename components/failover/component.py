@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.alerting.cloudwatch import instance_status_alarms
 from components.base import PlatformComponent
 from components.config import FailoverConfig, NetworkConfig
 from components.eks.policies import service_trust_policy
@@ -163,18 +164,20 @@ class FailoverPair(PlatformComponent):
             tag_specifications=[{"resource_type": kind, "tags": self.tags(node)} for kind in ("instance", "volume")],
             tags=self.tags(node), opts=self.child_opts(),
         )  # fmt: skip
-        aws.ec2.Instance(
+        instance = aws.ec2.Instance(
             self.child_name(node), launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             maintenance_options={"auto_recovery": "default"}, tags=self.tags(node),
             # A new template version (user data, AMI) must not replace both nodes at once:
             # roll them one at a time (docs/failover.md, "Changing the nodes").
             opts=self.child_opts(ignore_changes=["launchTemplate"]),
         )  # fmt: skip
+        self.metric_alarms(args.pair_name, instance_status_alarms(node, instance.id), args.alarm_topic_arns)
 
     def _alarms(self, config: FailoverConfig, args: FailoverPairArgs) -> None:
         for spec in policies.alarm_specs(config.redis.lag_alarm_seconds):
             alarm = aws.cloudwatch.MetricAlarm(
-                self.child_name(spec.name), name=f"{args.pair_name}-{spec.name}", alarm_description=spec.description,
+                self.child_name(spec.name), name=f"{args.pair_name}-{spec.name}",
+                alarm_description=f"[{spec.severity}] {spec.description}",
                 comparison_operator=spec.comparison, threshold=spec.threshold,
                 evaluation_periods=spec.evaluation_periods, datapoints_to_alarm=spec.evaluation_periods,
                 treat_missing_data=spec.treat_missing_data,

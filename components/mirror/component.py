@@ -21,6 +21,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components.alerting.cloudwatch import cloudfront_alarms
 from components.base import PlatformComponent
 from components.config import MirrorConfig
 from components.eks.policies import irsa_trust_policy, service_trust_policy
@@ -29,6 +30,9 @@ from components.mirror import policies
 from components.tagging import TagContext
 
 SOURCE_DIR = "components/mirror"
+
+
+CDN_5XX_PERCENT = 1.0  # of requests, averaged over 5 minutes
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class ModelMirrorArgs:
     oidc_provider_arn: pulumi.Input[str]
     oidc_issuer: pulumi.Input[str]
     private_cloud_provider: k8s.Provider | None = None
+    alarm_topic_arns: dict[str, pulumi.Input[str]] | None = None  # severity -> alert topic; None: no alarms
+    region: str = "us-east-1"  # the stack's; CloudFront's metrics are in us-east-1 whatever it is
 
 
 class ModelMirror(PlatformComponent):
@@ -78,6 +84,12 @@ class ModelMirror(PlatformComponent):
         image_ref = self._image(revision)
         origin_url = self._origin(bucket, image_ref)
         distribution = self._distribution(bucket, logs, origin_url)
+        if args.alarm_topic_arns:
+            # CloudFront publishes its metrics in us-east-1 only.
+            global_provider = None if args.region == "us-east-1" else aws.Provider(self.child_name("us-east-1"), region="us-east-1",
+                                                                                  opts=pulumi.ResourceOptions(parent=self))  # fmt: skip
+            self.metric_alarms(args.bucket_name, cloudfront_alarms(distribution.id, CDN_5XX_PERCENT), args.alarm_topic_arns,
+                               provider=global_provider)  # fmt: skip
         aws.s3.BucketPolicy(
             self.child_name("store"), bucket=bucket.id,
             policy=pulumi.Output.all(bucket.arn, distribution.arn).apply(

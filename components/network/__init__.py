@@ -25,6 +25,7 @@ class NetworkArgs:
     config: NetworkConfig
     region: str
     nat_mode: Literal["single", "perAz"]
+    alarm_topic_arns: dict[str, pulumi.Input[str]] | None = None  # severity -> alert topic; None: no alarms
 
 
 class Network(PlatformComponent):
@@ -116,6 +117,12 @@ class Network(PlatformComponent):
                 tags=self.tags(f"nat-{az}"),
                 opts=self.child_opts(depends_on=[igw]),
             )
+
+        from components.alerting.cloudwatch import nat_gateway_alarms
+
+        for az, nat in nat_by_az.items():
+            self.metric_alarms(f"{self._tag_context.project}-{self._tag_context.environment}", nat_gateway_alarms(az, nat.id),
+                               args.alarm_topic_arns)  # fmt: skip
 
         self.private_route_tables: list[aws.ec2.RouteTable] = []
         for az, subnet in self.subnets["private"].items():

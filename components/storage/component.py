@@ -12,6 +12,7 @@ import pulumi_kubernetes as k8s
 from components.base import PlatformComponent
 from components.config import StorageConfig
 from components.eks.policies import irsa_trust_policy, service_trust_policy
+from components.alerting.cloudwatch import firehose_alarms
 from components.storage import firehose, lifecycle, shipping
 from components.tagging import TagContext
 
@@ -37,6 +38,7 @@ class TieredStorageArgs:
     k8s_provider: k8s.Provider
     oidc_provider_arn: pulumi.Input[str]
     oidc_issuer: pulumi.Input[str]
+    alarm_topic_arns: dict[str, pulumi.Input[str]] | None = None  # severity -> alert topic; None: no alarms
 
 
 class TieredStorage(PlatformComponent):
@@ -90,6 +92,8 @@ class TieredStorage(PlatformComponent):
             opts=self.child_opts())  # fmt: skip
 
         stream = self._firehose(args, key)
+        self.metric_alarms(args.name_prefix, firehose_alarms(stream.name, config.firehose.buffering_interval_seconds),
+                           args.alarm_topic_arns)  # fmt: skip
         self._shipper(args, stream, sizing)
         self.bucket_names = {data_class: bucket.bucket for data_class, bucket in self.buckets.items()}
         self.stream_name = stream.name

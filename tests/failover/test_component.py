@@ -89,6 +89,8 @@ def test_elastic_ip_mode_allocates_an_address_and_never_associates_it(hybrid):
 def test_every_alarm_goes_to_the_encrypted_topic_of_its_severity(plans, stack):
     plan = plans[stack]
     alarms = _failover(plan, "aws:cloudwatch/metricAlarm:MetricAlarm")
+    status = {name: alarms.pop(name) for name in list(alarms) if name.endswith("-status-check")}
+    assert set(status) == {"failover-a-status-check", "failover-b-status-check"}  # EC2 status checks, one per node
     assert {r.inputs["name"].rsplit("-session-store-", 1)[1] for r in alarms.values()} == {
         "split-brain", "no-master", "failover", "health-check", "replication-lag", "no-replica"}  # fmt: skip
     topics = {r.name: r for r in plan.of_type("aws:sns/topic:Topic") if r.name in ("alerting-page", "alerting-ticket")}
