@@ -11,7 +11,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.alerting import alertmanager, rules
+from components.alerting import alertmanager, dashboards, rules
 from components.base import PlatformComponent
 from components.config import AlertingConfig
 from components.eks import SYSTEM_NODE_LABELS
@@ -50,7 +50,9 @@ def stack_values(config: AlertingConfig, alertmanager_config: Any = None, alertm
             "enabled": True, "label": DASHBOARD_LABEL[0], "labelValue": DASHBOARD_LABEL[1], "searchNamespace": "ALL"}}},
         # Node metrics from every node, GPU nodes included.
         "prometheus-node-exporter": {"tolerations": [gpu_toleration()]},
-        "kube-state-metrics": {"nodeSelector": dict(SYSTEM_NODE_LABELS)},
+        # Node labels the capacity dashboard groups by (kube_node_labels exports only allowlisted ones).
+        "kube-state-metrics": {"nodeSelector": dict(SYSTEM_NODE_LABELS),
+                               "metricLabelsAllowlist": [f"nodes=[{','.join(dashboards.NODE_LABELS)}]"]},
     }  # fmt: skip
 
 
@@ -118,6 +120,9 @@ class Monitoring(PlatformComponent):
             self.child_name("rules"), api_version=manifest["apiVersion"], kind=manifest["kind"],
             metadata=manifest["metadata"], spec=manifest["spec"], opts=after_stack,
         )  # fmt: skip
+        for board in dashboards.config_maps(args.namespace, DASHBOARD_LABEL):
+            k8s.core.v1.ConfigMap(self.child_name(board["metadata"]["name"]), metadata=board["metadata"], data=board["data"],
+                                  opts=after_stack)  # fmt: skip
         self.stack_release = stack
         self.rule_names = [alert.name for alert in rules.alerts(config)]
         self.register_outputs({"rule_names": self.rule_names})

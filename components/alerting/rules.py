@@ -35,6 +35,7 @@ EXPORTED_ELSEWHERE = {
     "node_cpu_seconds_total": "node-exporter", "node_memory_MemAvailable_bytes": "node-exporter",
     "node_memory_MemTotal_bytes": "node-exporter",
     "kube_pod_status_ready": "kube-state-metrics", "kube_pod_info": "kube-state-metrics",
+    "kube_node_labels": "kube-state-metrics", "kube_node_status_condition": "kube-state-metrics",
     "kube_pod_container_status_restarts_total": "kube-state-metrics",
     "kube_job_status_failed": "kube-state-metrics", "kube_cronjob_status_last_successful_time": "kube-state-metrics",
     "DCGM_FI_DEV_FB_USED": "dcgm-exporter", "DCGM_FI_DEV_FB_FREE": "dcgm-exporter",
