@@ -49,8 +49,7 @@ gpu = CapacityPool(
         kubernetes_version=config.eks.version,
         reserved_az=config.reserved_gpu_az,
         private_subnet_ids_by_az=network.subnet_ids_by_az["private"],
-        cluster_name=cluster.cluster_name,
-        cluster_endpoint=cluster.endpoint,
+        cluster_name=cluster.cluster_name, cluster_endpoint=cluster.endpoint,
         cluster_certificate_authority=cluster.certificate_authority,
         cluster_service_cidr=cluster.service_cidr,
         cluster_security_group_id=cluster.cluster_security_group_id,
@@ -58,6 +57,7 @@ gpu = CapacityPool(
         oidc_issuer=cluster.oidc_issuer,
         k8s_provider=cluster.k8s_provider,
         storage=config.storage,  # the hot tier: GPU nodes' local disks
+        alarm_topic_arns=alerting.topic_arns, interruptions_per_hour_alarm=config.alerting.thresholds.spot_interruptions_per_hour,
     ),
     **placement,
 )

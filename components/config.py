@@ -821,6 +821,7 @@ class AlertThresholdsConfig(ConfigModel):
     gpu_memory_percent: int = Field(default=90, ge=1, le=100, description="GPU memory in use for 15 minutes.")
     gpu_idle_percent: int = Field(default=10, ge=1, le=100, description="GPU utilisation averaged over two hours.")
     mirror_stale_hours: int = Field(default=26, ge=1, description="Hours since the last successful mirror sync.")
+    spot_interruptions_per_hour: int = Field(default=4, ge=1, description="Spot interruption notices in an hour (CloudWatch).")
 
 
 class PrometheusStackConfig(ConfigModel):

@@ -63,3 +63,14 @@ def instance_status_alarms(node: str, instance_id: Any) -> list[CloudWatchAlarm]
     return [CloudWatchAlarm(f"{node}-status-check", f"Node {node} fails its EC2 status checks",
                             "AWS/EC2", "StatusCheckFailed", "Maximum", "GreaterThanOrEqualToThreshold", 1, 2, "warning",
                             {"InstanceId": instance_id}, treat_missing_data="breaching")]  # fmt: skip
+
+
+def spot_interruption_alarms(queue_name: Any, per_hour: int) -> list[CloudWatchAlarm]:
+    """Many spot interruption notices (and rebalance recommendations) in an hour: the pool is churning.
+
+    EventBridge delivers each notice to the node termination handler's queue, so the queue's
+    sent-message count is the interruption rate.
+    """
+    return [CloudWatchAlarm("spot-interruptions", f"More than {per_hour} spot interruption notices in an hour",
+                            "AWS/SQS", "NumberOfMessagesSent", "Sum", "GreaterThanThreshold", per_hour, 1, "warning",
+                            {"QueueName": queue_name}, period=3600)]  # fmt: skip

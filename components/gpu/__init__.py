@@ -47,6 +47,8 @@ class CapacityPoolArgs:
     oidc_issuer: pulumi.Input[str]
     k8s_provider: k8s.Provider
     storage: StorageConfig = field(default_factory=StorageConfig)  # the hot tier: where the model cache and logs live
+    alarm_topic_arns: dict[str, pulumi.Input[str]] | None = None  # severity -> alert topic; None: no alarms
+    interruptions_per_hour_alarm: int = 4
 
 
 def capacity_facts(config: GpuConfig, reserved_az: str, azs: list[str]) -> list[dict]:
@@ -159,6 +161,11 @@ class CapacityPool(PlatformComponent):
         self._node_termination_handler()
         self._device_plugin()
 
+        from components.alerting.cloudwatch import spot_interruption_alarms
+
+        self.metric_alarms(f"{self._tag_context.project}-{self._tag_context.environment}",
+                           spot_interruption_alarms(self.interruption_queue.name, args.interruptions_per_hour_alarm),
+                           args.alarm_topic_arns)  # fmt: skip
         self.events_topic_arn = self.events_topic.arn
         self.interruption_queue_url = self.interruption_queue.url
         self.scheduling = scheduling.contract(config.reserved.count)

@@ -39,7 +39,7 @@ def test_each_aws_side_signal_has_its_alarm(every_plan, stack):
     names = {alarm.name for alarm in plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
     nat_azs = config.network.availability_zones if config.nat_gateway_mode == "perAz" else config.network.availability_zones[:1]
     expected = {f"network-nat-{az}-{kind}" for az in nat_azs for kind in ("port-allocation", "packets-dropped")}
-    expected |= {"storage-firehose-delivery-failing", "storage-firehose-data-stale"}
+    expected |= {"storage-firehose-delivery-failing", "storage-firehose-data-stale", "gpu-spot-interruptions"}
     if config.mirror is not None:
         expected.add("mirror-cdn-5xx-rate")
     if config.failover is not None:
@@ -62,3 +62,13 @@ def test_cloudfront_alarms_read_the_global_region_dimension():
 def test_firehose_staleness_allows_three_buffer_intervals(interval, freshness):
     stale = next(a for a in cloudwatch.firehose_alarms("s", interval) if a.name == "firehose-data-stale")
     assert stale.threshold == freshness
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_spot_interruptions_are_counted_on_the_handlers_queue(plans, stack):
+    plan = plans[stack]
+    [alarm] = [a for a in plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") if a.name == "gpu-spot-interruptions"]
+    limit = load_stack_config(stack, ROOT).alerting.thresholds.spot_interruptions_per_hour
+    assert (alarm.inputs["namespace"], alarm.inputs["metricName"], alarm.inputs["period"]) == ("AWS/SQS", "NumberOfMessagesSent", 3600)
+    assert alarm.inputs["threshold"] == limit and alarm.inputs["name"] == f"platform-{stack}-spot-interruptions"
+    assert alarm.dependencies["dimensions"][0].endswith("Queue::gpu-interruptions")
