@@ -69,13 +69,20 @@ storage = TieredStorage(
     **placement,
 )
 
+monitoring = Monitoring(
+    "monitoring",
+    MonitoringArgs(config=config.alerting, namespace=config.inference.prometheus_namespace, region=config.aws.region,
+                   k8s_provider=cluster.k8s_provider, oidc_provider_arn=cluster.oidc_provider_arn,
+                   oidc_issuer=cluster.oidc_issuer, topic_arns=alerting.topic_arns, topic_key_arn=alerting.key_arn),  # fmt: skip
+    **placement,
+)
+
 root = Path(__file__).resolve().parent
 private_cloud = private_cloud_provider(config)
 k8s_targets = {"eks_provider": cluster.k8s_provider, "oidc_provider_arn": cluster.oidc_provider_arn,
                "oidc_issuer": cluster.oidc_issuer}  # fmt: skip
-image, serving = deploy_models(
-    config, tags=tags, provider=aws_provider, project_root=root, private_cloud_provider=private_cloud, **k8s_targets
-)
+image, serving = deploy_models(config, tags=tags, provider=aws_provider, project_root=root, private_cloud_provider=private_cloud,
+                               eks_crds=monitoring.stack_release, **k8s_targets)  # fmt: skip
 if config.mirror is not None:
     bucket_name = resource_name(tags.project, config.environment, "model-mirror")
     mirror = ModelMirror(
@@ -93,13 +100,6 @@ if config.cost is not None:
         **placement,
     )
     pulumi.export("costLedgerBucket", cost.ledger_bucket.bucket)
-monitoring = Monitoring(
-    "monitoring",
-    MonitoringArgs(config=config.alerting, namespace=config.inference.prometheus_namespace, region=config.aws.region,
-                   k8s_provider=cluster.k8s_provider, oidc_provider_arn=cluster.oidc_provider_arn,
-                   oidc_issuer=cluster.oidc_issuer, topic_arns=alerting.topic_arns, topic_key_arn=alerting.key_arn),  # fmt: skip
-    **placement,
-)
 if config.failover is not None:
     failover = FailoverPair(
         "failover",

@@ -110,6 +110,7 @@ class ModelServingArgs:
     jwt_key: pulumi.Input[str]  # the public key (RS256) or the secret (HS256); stored as a Secret
     oidc_provider_arn: pulumi.Input[str] | None = None  # EKS: IRSA for the mirror bucket
     oidc_issuer: pulumi.Input[str] | None = None
+    crds: pulumi.Resource | None = None  # what installs the CRDs its ServiceMonitors need (EKS: the Prometheus stack)
 
 
 _TYPED = {
@@ -166,7 +167,9 @@ class ModelServing(PlatformComponent):
                ) -> pulumi.Resource:  # fmt: skip
         opts = pulumi.ResourceOptions(parent=self, provider=self._args.k8s_provider, depends_on=depends_on)
         key = (manifest["apiVersion"], manifest["kind"])
-        if key not in _TYPED:  # CRD-backed kinds (ServiceMonitor)
+        if key not in _TYPED:  # CRD-backed kinds (ServiceMonitor): after whatever installs the CRD
+            if self._args.crds is not None:
+                opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[self._args.crds]))
             return k8s.apiextensions.CustomResource(
                 self.child_name(suffix), api_version=manifest["apiVersion"], kind=manifest["kind"],
                 metadata=manifest["metadata"], spec=manifest.get("spec"), opts=opts,
@@ -235,7 +238,7 @@ def jwt_key_material(config: PlatformConfig) -> str | None:
 
 def deploy_models(config: PlatformConfig, tags: TagContext, provider: aws.Provider, project_root: Path,
                   eks_provider: k8s.Provider, oidc_provider_arn: pulumi.Input[str], oidc_issuer: pulumi.Input[str],
-                  private_cloud_provider: k8s.Provider | None = None,
+                  private_cloud_provider: k8s.Provider | None = None, eks_crds: pulumi.Resource | None = None,
                   ) -> tuple[InferenceImage, dict[str, ModelServing]]:  # fmt: skip
     """The image, built once per variant the stack deploys, and the model servers on each
     cluster that has deployments: EKS, and the private cloud when configured."""
@@ -260,7 +263,8 @@ def deploy_models(config: PlatformConfig, tags: TagContext, provider: aws.Provid
             f"serving-{target_name.lower()}",
             ModelServingArgs(config=config.inference, deployments=deployments, target=target,
                              k8s_provider=k8s_providers[target_name], image_refs=image.refs, version=image.version,
-                             jwt_key=jwt_key_material(config), oidc_provider_arn=oidc_arn, oidc_issuer=issuer),
+                             jwt_key=jwt_key_material(config), oidc_provider_arn=oidc_arn, oidc_issuer=issuer,
+                             crds=eks_crds if target_name == "eks" else None),
             tags=tags, provider=provider,
         )  # fmt: skip
     return image, serving

@@ -64,3 +64,13 @@ def test_alertmanager_routes_to_the_alert_topics_through_its_own_role(plans, sta
     assert manager["serviceAccount"]["name"] == monitoring.ALERTMANAGER_SERVICE_ACCOUNT
     [policy] = [r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "monitoring-alertmanager"]
     assert set(topics.values()) <= set(policy.dependencies["policy"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_model_servers_service_monitors_wait_for_the_chart(plans, stack):
+    """Their CRD comes with kube-prometheus-stack: on a fresh cluster they must be created after it."""
+    plan = plans[stack]
+    [release] = [r for r in plan.resources if r.name == "monitoring-stack"]
+    monitors = plan.of_type("kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
+    eks = [m for m in monitors if m.name.startswith("serving-eks-")]
+    assert eks and all(release.urn in m.depends_on for m in eks)
