@@ -38,6 +38,11 @@ class PlatformComponent(pulumi.ComponentResource):
     def child_opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, provider=self._provider, **kwargs)
 
+    @property
+    def stack_prefix(self) -> str:
+        """``<project>-<environment>``: prefix of names that must be unique per account (alarms)."""
+        return f"{self._tag_context.project}-{self._tag_context.environment}"
+
     def tags(self, name_suffix: str = "") -> dict[str, str]:
         return self._tag_context.tags(self._component, name_suffix)
 

@@ -11,6 +11,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components import kubernetes
 from components.alerting import alertmanager, dashboards, rules
 from components.base import PlatformComponent
 from components.config import AlertingConfig
@@ -116,13 +117,9 @@ class Monitoring(PlatformComponent):
             self.child_name("dcgm"), name="dcgm-exporter", chart="dcgm-exporter", version=config.prometheus.dcgm_chart_version,
             repository_opts={"repo": DCGM_REPOSITORY}, namespace=args.namespace, values=dcgm_values(), opts=after_stack,
         )  # fmt: skip
-        k8s.apiextensions.CustomResource(
-            self.child_name("rules"), api_version=manifest["apiVersion"], kind=manifest["kind"],
-            metadata=manifest["metadata"], spec=manifest["spec"], opts=after_stack,
-        )  # fmt: skip
+        kubernetes.declare(self.child_name("rules"), manifest, after_stack)
         for board in dashboards.config_maps(args.namespace, DASHBOARD_LABEL):
-            k8s.core.v1.ConfigMap(self.child_name(board["metadata"]["name"]), metadata=board["metadata"], data=board["data"],
-                                  opts=after_stack)  # fmt: skip
+            kubernetes.declare(self.child_name(board["metadata"]["name"]), board, after_stack)
         self.stack_release = stack
         self.rule_names = [alert.name for alert in rules.alerts(config)]
         self.register_outputs({"rule_names": self.rule_names})

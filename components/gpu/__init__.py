@@ -163,7 +163,7 @@ class CapacityPool(PlatformComponent):
 
         from components.alerting.cloudwatch import spot_interruption_alarms
 
-        self.metric_alarms(f"{self._tag_context.project}-{self._tag_context.environment}",
+        self.metric_alarms(self.stack_prefix,
                            spot_interruption_alarms(self.interruption_queue.name, args.interruptions_per_hour_alarm),
                            args.alarm_topic_arns)  # fmt: skip
         self.events_topic_arn = self.events_topic.arn

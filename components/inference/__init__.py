@@ -17,6 +17,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components import kubernetes
 from components.base import PlatformComponent
 from components.config import ImageConfig, InferenceConfig, ModelDeploymentConfig, PlatformConfig
 from components.eks.policies import irsa_trust_policy
@@ -113,21 +114,6 @@ class ModelServingArgs:
     crds: pulumi.Resource | None = None  # what installs the CRDs its ServiceMonitors need (EKS: the Prometheus stack)
 
 
-_TYPED = {
-    ("v1", "Namespace"): k8s.core.v1.Namespace,
-    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
-    ("v1", "Secret"): k8s.core.v1.Secret,
-    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
-    ("v1", "Service"): k8s.core.v1.Service,
-    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
-    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
-    ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
-}
-_FIELDS = {"automountServiceAccountToken": "automount_service_account_token", "stringData": "string_data",
-           "type": "type", "data": "data", "spec": "spec"}  # fmt: skip
-
-
 class ModelServing(PlatformComponent):
     """One cluster's model servers: namespace, identity, settings, Deployments and their guards."""
 
@@ -166,16 +152,10 @@ class ModelServing(PlatformComponent):
     def _apply(self, suffix: str, manifest: dict[str, Any], depends_on: list[pulumi.Resource] | None = None
                ) -> pulumi.Resource:  # fmt: skip
         opts = pulumi.ResourceOptions(parent=self, provider=self._args.k8s_provider, depends_on=depends_on)
-        key = (manifest["apiVersion"], manifest["kind"])
-        if key not in _TYPED:  # CRD-backed kinds (ServiceMonitor): after whatever installs the CRD
-            if self._args.crds is not None:
-                opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[self._args.crds]))
-            return k8s.apiextensions.CustomResource(
-                self.child_name(suffix), api_version=manifest["apiVersion"], kind=manifest["kind"],
-                metadata=manifest["metadata"], spec=manifest.get("spec"), opts=opts,
-            )  # fmt: skip
-        fields = {_FIELDS[k]: v for k, v in manifest.items() if k in _FIELDS}
-        return _TYPED[key](self.child_name(suffix), metadata=manifest["metadata"], **fields, opts=opts)
+        crd_backed = (manifest["apiVersion"], manifest["kind"]) not in kubernetes.TYPED  # ServiceMonitor
+        if crd_backed and self._args.crds is not None:  # after whatever installs the CRD
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[self._args.crds]))
+        return kubernetes.declare(self.child_name(suffix), manifest, opts)
 
     def _mirror_reader_role(self) -> pulumi.Output[str] | None:
         args = self._args

@@ -121,7 +121,7 @@ class Network(PlatformComponent):
         from components.alerting.cloudwatch import nat_gateway_alarms
 
         for az, nat in nat_by_az.items():
-            self.metric_alarms(f"{self._tag_context.project}-{self._tag_context.environment}", nat_gateway_alarms(az, nat.id),
+            self.metric_alarms(self.stack_prefix, nat_gateway_alarms(az, nat.id),
                                args.alarm_topic_arns)  # fmt: skip
 
         self.private_route_tables: list[aws.ec2.RouteTable] = []

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components import kubernetes
 from components.base import PlatformComponent
 from components.config import StorageConfig
 from components.eks.policies import irsa_trust_policy, service_trust_policy
@@ -16,11 +16,6 @@ from components.alerting.cloudwatch import firehose_alarms
 from components.storage import firehose, lifecycle, shipping
 from components.tagging import TagContext
 
-K8S_KINDS = {
-    "Namespace": k8s.core.v1.Namespace, "ServiceAccount": k8s.core.v1.ServiceAccount,
-    "ConfigMap": k8s.core.v1.ConfigMap, "ClusterRole": k8s.rbac.v1.ClusterRole,
-    "ClusterRoleBinding": k8s.rbac.v1.ClusterRoleBinding, "DaemonSet": k8s.apps.v1.DaemonSet,
-}  # fmt: skip
 
 
 def storage_key_policy(account_id: str) -> str:
@@ -141,14 +136,10 @@ class TieredStorage(PlatformComponent):
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
         namespace_resource = None
         for manifest in shipping.kubernetes_objects(args.config.shipping, role.arn, config_text):
-            kind = manifest["kind"]
-            # Top-level fields are keyword arguments (snake_case); nested ones pass as they are.
-            fields = {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value
-                      for key, value in manifest.items() if key not in ("apiVersion", "kind")}  # fmt: skip
-            resource = K8S_KINDS[kind](
-                self.child_name(f"shipper-{kind.lower()}"), **fields,
-                opts=k8s_opts if namespace_resource is None else pulumi.ResourceOptions.merge(
+            resource = kubernetes.declare(
+                self.child_name(f"shipper-{manifest['kind'].lower()}"), manifest,
+                k8s_opts if namespace_resource is None else pulumi.ResourceOptions.merge(
                     k8s_opts, pulumi.ResourceOptions(depends_on=[namespace_resource])),
             )  # fmt: skip
-            if kind == "Namespace":
+            if manifest["kind"] == "Namespace":
                 namespace_resource = resource

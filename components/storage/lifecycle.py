@@ -105,18 +105,12 @@ def steady_state_gb(daily_gb: float, transitions: Sequence[tuple[str, int]], exp
     return held
 
 
-_SPECIAL = {"ID": "id", "ARN": "arn"}
-
-
 def _snake(name: str) -> str:
-    if name in _SPECIAL:
-        return _SPECIAL[name]
-    name = re.sub(r"ARN$", "Arn", name)
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    return "id" if name == "ID" else re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def to_pulumi(value: Any) -> Any:
-    """An S3/Firehose API structure as pulumi-aws arguments: the same data, snake_case keys."""
+    """An S3 API structure (lifecycle rules, Object Lock) as pulumi-aws arguments: the same data, snake_case keys."""
     if isinstance(value, dict):
         return {_snake(key): to_pulumi(item) for key, item in value.items()}
     if isinstance(value, list):

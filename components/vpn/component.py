@@ -163,13 +163,12 @@ class SiteToSiteVpn(PlatformComponent):
         self.connection_id = connection.id
         self.transit_gateway_id = tgw.id
         self.on_prem_prefix_list_id = prefix_list.id
-        self.tunnels = [
-            {"outsideAddress": outside, "insideCidr": str(tunnel.inside_cidr),
-             "awsInsideAddress": str(inside_addresses(tunnel.inside_cidr).aws.ip),
-             "customerInsideAddress": str(inside_addresses(tunnel.inside_cidr).customer.ip),
-             "awsBgpAsn": config.amazon_side_asn}
-            for outside, tunnel in zip(addresses, config.tunnels)
-        ]  # fmt: skip
+        self.tunnels = []
+        for outside, tunnel in zip(addresses, config.tunnels):
+            inside = inside_addresses(tunnel.inside_cidr)
+            self.tunnels.append({"outsideAddress": outside, "insideCidr": str(tunnel.inside_cidr),
+                                 "awsInsideAddress": str(inside.aws.ip), "customerInsideAddress": str(inside.customer.ip),
+                                 "awsBgpAsn": config.amazon_side_asn})  # fmt: skip
         self.pre_shared_keys = pulumi.Output.secret(pulumi.Output.all(*keys))
         self.register_outputs({"connection_id": connection.id, "transit_gateway_id": tgw.id, "tunnels": self.tunnels,
                                "pre_shared_keys": self.pre_shared_keys,
