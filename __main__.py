@@ -68,12 +68,38 @@ storage = TieredStorage(
                       oidc_issuer=cluster.oidc_issuer, alarm_topic_arns=alerting.topic_arns),  # fmt: skip
     **placement,
 )
-
+failover = vpn = None  # their CloudWatch signals go to Prometheus too (Monitoring)
+if config.failover is not None:
+    failover = FailoverPair(
+        "failover",
+        FailoverPairArgs(config=config.failover, network=config.network, region=config.aws.region,
+                         pair_name=resource_name(tags.project, config.environment, "session-store"),
+                         vpc_id=network.vpc_id, vpc_cidr=str(config.network.vpc_cidr),
+                         subnet_ids_by_az=network.subnet_ids_by_az, alarm_topic_arns=alerting.topic_arns),  # fmt: skip
+        **placement,
+    )
+    pulumi.export("sessionStore", {"endpoint": failover.endpoint, "nodes": failover.node_addresses,
+                                   "passwordParameter": failover.password_parameter})  # fmt: skip
+if config.vpn is not None:
+    vpn = SiteToSiteVpn(
+        "vpn",
+        SiteToSiteVpnArgs(config=config.vpn, name_prefix=name_prefix, vpc_id=network.vpc_id,
+                          private_subnet_ids=list(network.subnet_ids_by_az["private"].values()),
+                          private_route_table_ids=network.private_route_table_id_list, vpc_cidr=str(config.network.vpc_cidr),
+                          alarm_topic_arns=alerting.topic_arns, cluster_security_group_id=cluster.cluster_security_group_id,
+                          endpoint_security_group_id=network.endpoint_security_group_id),  # fmt: skip
+        **placement,
+    )
+    # `platformctl vpn onprem-config` renders the on-prem gateway from these two.
+    pulumi.export("vpn", {"connectionId": vpn.connection_id, "transitGatewayId": vpn.transit_gateway_id,
+                          "tunnels": vpn.tunnels, "resolverInboundAddresses": vpn.resolver_inbound_addresses})  # fmt: skip
+    pulumi.export("vpnPreSharedKeys", vpn.pre_shared_keys)
 monitoring = Monitoring(
     "monitoring",
     MonitoringArgs(config=config.alerting, namespace=config.inference.prometheus_namespace, region=config.aws.region,
                    k8s_provider=cluster.k8s_provider, oidc_provider_arn=cluster.oidc_provider_arn,
-                   oidc_issuer=cluster.oidc_issuer, topic_arns=alerting.topic_arns, topic_key_arn=alerting.key_arn),  # fmt: skip
+                   oidc_issuer=cluster.oidc_issuer, topic_arns=alerting.topic_arns, topic_key_arn=alerting.key_arn,
+                   signals=[c.signals for c in (failover, vpn) if c is not None]),  # fmt: skip
     **placement,
 )
 
@@ -95,37 +121,11 @@ if config.mirror is not None:
 if config.cost is not None:
     cost = CostGuardrails(
         "cost",
-        CostGuardrailsArgs(config=config.cost, environment=config.environment, region=config.aws.region,
-                           name_prefix=name_prefix),  # fmt: skip
+        CostGuardrailsArgs(config=config.cost, environment=config.environment, region=config.aws.region, name_prefix=name_prefix,
+                           alert_thresholds=config.alerting.budget_thresholds, alert_topic_arns=alerting.topic_arns),  # fmt: skip
         **placement,
     )
     pulumi.export("costLedgerBucket", cost.ledger_bucket.bucket)
-if config.failover is not None:
-    failover = FailoverPair(
-        "failover",
-        FailoverPairArgs(config=config.failover, network=config.network, region=config.aws.region,
-                         pair_name=resource_name(tags.project, config.environment, "session-store"),
-                         vpc_id=network.vpc_id, vpc_cidr=str(config.network.vpc_cidr),
-                         subnet_ids_by_az=network.subnet_ids_by_az, alarm_topic_arns=alerting.topic_arns),  # fmt: skip
-        **placement,
-    )
-    pulumi.export("sessionStore", {"endpoint": failover.endpoint, "nodes": failover.node_addresses,
-                                   "passwordParameter": failover.password_parameter})  # fmt: skip
-
-if config.vpn is not None:
-    vpn = SiteToSiteVpn(
-        "vpn",
-        SiteToSiteVpnArgs(config=config.vpn, name_prefix=name_prefix, vpc_id=network.vpc_id,
-                          private_subnet_ids=list(network.subnet_ids_by_az["private"].values()),
-                          private_route_table_ids=network.private_route_table_id_list, vpc_cidr=str(config.network.vpc_cidr),
-                          alarm_topic_arns=alerting.topic_arns, cluster_security_group_id=cluster.cluster_security_group_id,
-                          endpoint_security_group_id=network.endpoint_security_group_id),  # fmt: skip
-        **placement,
-    )
-    # `platformctl vpn onprem-config` renders the on-prem gateway from these two.
-    pulumi.export("vpn", {"connectionId": vpn.connection_id, "transitGatewayId": vpn.transit_gateway_id,
-                          "tunnels": vpn.tunnels, "resolverInboundAddresses": vpn.resolver_inbound_addresses})  # fmt: skip
-    pulumi.export("vpnPreSharedKeys", vpn.pre_shared_keys)
 
 pulumi.export("storage", {"buckets": storage.bucket_names, "logStream": storage.stream_name})
 pulumi.export("alertTopicArns", alerting.topic_arns)

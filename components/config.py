@@ -786,6 +786,18 @@ class AlertWebhookConfig(ConfigModel):
     )
 
 
+class BudgetThresholdConfig(ConfigModel):
+    """A budget threshold that reaches the on-call topics (finance's own are cost.*Thresholds)."""
+
+    percent: int = Field(ge=1, le=1000, description="Percent of cost.monthlyBudgetUsd.")
+    spend: Literal["actual", "forecasted"] = Field(
+        default="actual", description="Spend so far this month, or AWS's forecast for the month."
+    )
+    severity: Literal["critical", "warning"] = Field(
+        default="warning", description="Which alert topic: critical pages, warning opens a ticket."
+    )
+
+
 class SloConfig(ConfigModel):
     """The inference service level objectives the burn-rate alerts defend."""
 
@@ -833,6 +845,10 @@ class PrometheusStackConfig(ConfigModel):
     dcgm_chart_version: str = Field(
         default="3.5.0", pattern=r"^\d+\.\d+\.\d+$", description="NVIDIA dcgm-exporter chart version (GPU metrics)."
     )
+    cloudwatch_exporter_chart_version: str = Field(
+        default="0.38.0", pattern=r"^\d+\.\d+\.\d+$",
+        description="yet-another-cloudwatch-exporter chart version (failover and VPN series from CloudWatch).",
+    )
 
 
 class AlertingConfig(ConfigModel):
@@ -857,6 +873,19 @@ class AlertingConfig(ConfigModel):
         default="https://github.com/example/gpu-inference-platform/blob/main/docs/runbooks",
         pattern=r"^https?://", description="Where each alert's runbook (<alert>.md, docs/runbooks/) is served.",
     )  # fmt: skip
+    budget_thresholds: list[BudgetThresholdConfig] = Field(
+        default_factory=lambda: [BudgetThresholdConfig(percent=100), BudgetThresholdConfig(percent=150, severity="critical")],
+        max_length=5,  # AWS Budgets: 5 notifications per budget
+        description="Spend that reaches the alert topics, through a second budget beside finance's (needs platform:cost).",
+    )  # fmt: skip
+
+    @field_validator("budget_thresholds")
+    @classmethod
+    def _one_notification_each(cls, value: list[BudgetThresholdConfig]) -> list[BudgetThresholdConfig]:
+        seen = [(threshold.spend, threshold.percent) for threshold in value]
+        if len(set(seen)) != len(seen):
+            raise ValueError("lists the same spend and percent twice (AWS Budgets allows one notification for each)")
+        return value
 
 
 # --------------------------------------------------------------------------- failover pair

@@ -6,10 +6,16 @@ import json
 
 import pytest
 
-from components.cost.component import ALLOCATION_TAG_KEYS, bucket_policy, budget_notifications, topic_policy
-from components.config import CostConfig
+import boto3
+from moto import mock_aws
 
-from .conftest import STACKS
+from components.alerting import SEVERITY_TOPICS, alarm_topic_key_policy, alarm_topic_policy
+from components.config import AlertingConfig, BudgetThresholdConfig, CostConfig
+from components.cost.component import (ALLOCATION_TAG_KEYS, alert_notifications, bucket_policy, budget_notifications,
+                                       topic_policy)  # fmt: skip
+from platformctl.common import load_stack_config
+
+from .conftest import ROOT, STACKS
 
 
 def _by_name(plan, type_token):
@@ -92,3 +98,63 @@ def test_cur_export_outside_us_east_1_is_refused():
         **json.loads(raw["platform:gpu"])["reserved"], "availabilityZone": "eu-west-1b"}})  # fmt: skip
     with pytest.raises(ConfigError, match="platform:cost.curExport = true: needs platform:aws.region us-east-1"):
         parse_config(raw, keys, "stacks/Pulumi.prod.yaml")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_on_call_thresholds_reach_the_alert_topics_through_a_budget_of_their_own(plans, stack):
+    plan, config = plans[stack], load_stack_config(stack, ROOT)
+    budgets = _by_name(plan, "aws:budgets/budget:Budget")
+    oncall, finance = budgets["cost-monthly-oncall"], budgets["cost-monthly"]
+    for key in ("limitAmount", "costFilters", "timeUnit", "budgetType"):
+        assert oncall[key] == finance[key]  # the same spend, measured the same way
+    topics = {r.name.removeprefix("alerting-"): r.urn for r in plan.of_type("aws:sns/topic:Topic") if r.name.startswith("alerting-")}
+    [resource] = [r for r in plan.of_type("aws:budgets/budget:Budget") if r.name == "cost-monthly-oncall"]
+    expected = {(t.spend.upper(), t.percent, SEVERITY_TOPICS[t.severity]) for t in config.alerting.budget_thresholds}
+    assert {(n["notificationType"], n["threshold"]) for n in oncall["notifications"]} == {e[:2] for e in expected}
+    assert {topics[topic] for *_, topic in expected} <= set(resource.dependencies["notifications"])
+
+
+def test_budgets_may_publish_to_the_encrypted_alert_topics():
+    key = json.loads(alarm_topic_key_policy("111122223333"))
+    topic = json.loads(alarm_topic_policy("arn:aws:sns:us-east-1:111122223333:page", "111122223333"))
+    for policy in (key, topic):
+        [allow] = [s for s in policy["Statement"] if s["Effect"] == "Allow" and "Service" in s["Principal"]]
+        assert "budgets.amazonaws.com" in allow["Principal"]["Service"]
+        assert allow["Condition"] == {"StringEquals": {"aws:SourceAccount": "111122223333"}}
+
+
+def test_on_call_thresholds_are_one_notification_each():
+    thresholds = [BudgetThresholdConfig(percent=100), BudgetThresholdConfig(percent=90, spend="forecasted", severity="critical")]
+    notifications = alert_notifications(thresholds, {"warning": "ticket-arn", "critical": "page-arn"})
+    assert [(n["notification_type"], n["threshold"], n["subscriber_sns_topic_arns"]) for n in notifications] == [
+        ("ACTUAL", 100, ["ticket-arn"]), ("FORECASTED", 90, ["page-arn"])]
+    with pytest.raises(ValueError, match="same spend and percent twice"):
+        AlertingConfig(budget_thresholds=[{"percent": 80}, {"percent": 80, "severity": "critical"}])
+    with pytest.raises(ValueError, match="at most 5"):
+        AlertingConfig(budget_thresholds=[{"percent": p} for p in range(10, 70, 10)])
+
+
+@mock_aws
+def test_aws_budgets_accepts_both_budgets_notifications():
+    """Both budgets' notifications, as the Budgets API takes them (botocore validates the shapes), created on
+    moto and read back."""
+    config = CostConfig(monthly_budget_usd=400)
+    client = boto3.client("budgets", region_name="us-east-1")
+    account = boto3.client("sts", region_name="us-east-1").get_caller_identity()["Account"]
+    topics = {"warning": "arn:aws:sns:us-east-1:123456789012:ticket", "critical": "arn:aws:sns:us-east-1:123456789012:page"}
+    for name, notifications in (("finance", budget_notifications(config, "arn:aws:sns:us-east-1:123456789012:finance")),
+                                ("oncall", alert_notifications(AlertingConfig().budget_thresholds, topics))):  # fmt: skip
+        client.create_budget(
+            AccountId=account,
+            Budget={"BudgetName": name, "BudgetLimit": {"Amount": "400", "Unit": "USD"}, "TimeUnit": "MONTHLY",
+                    "BudgetType": "COST"},
+            NotificationsWithSubscribers=[{
+                "Notification": {"NotificationType": n["notification_type"], "ComparisonOperator": n["comparison_operator"],
+                                 "Threshold": float(n["threshold"]), "ThresholdType": n["threshold_type"]},
+                "Subscribers": [{"SubscriptionType": "SNS", "Address": arn} for arn in n["subscriber_sns_topic_arns"]],
+            } for n in notifications],
+        )  # fmt: skip
+        stored = client.describe_notifications_for_budget(AccountId=account, BudgetName=name)["Notifications"]
+        assert sorted((n["NotificationType"], n["Threshold"]) for n in stored) == sorted(
+            (n["notification_type"], float(n["threshold"])) for n in notifications)
+    # (moto stores no subscribers to read back: which topic each goes to is checked on the plan above)

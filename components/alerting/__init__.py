@@ -13,24 +13,28 @@ from components.config import AlertingConfig
 from components.tagging import TagContext
 
 
-def alarm_topic_key_policy(account_id: str) -> str:
-    """The topic's CMK: the account administers it; CloudWatch alarms may encrypt with it.
+# AWS services that publish to the alert topics (encrypted, so they need the key too).
+PUBLISHERS = ["cloudwatch.amazonaws.com", "budgets.amazonaws.com"]
 
-    (SNS's AWS-managed key can't be used: CloudWatch isn't allowed to use it.)
+
+def alarm_topic_key_policy(account_id: str) -> str:
+    """The topic's CMK: the account administers it; CloudWatch alarms and AWS Budgets may encrypt with it.
+
+    (SNS's AWS-managed key can't be used: those services aren't allowed to use it.)
     """
     return json.dumps({"Version": "2012-10-17", "Statement": [
         {"Sid": "AccountAdministers", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
          "Action": "kms:*", "Resource": "*"},
-        {"Sid": "CloudWatchAlarmsEncrypt", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        {"Sid": "AlarmsAndBudgetsEncrypt", "Effect": "Allow", "Principal": {"Service": PUBLISHERS},
          "Action": ["kms:GenerateDataKey*", "kms:Decrypt"], "Resource": "*",
          "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}},
     ]})  # fmt: skip
 
 
 def alarm_topic_policy(topic_arn: str, account_id: str) -> str:
-    """This account's CloudWatch alarms may publish; nobody may publish over plain HTTP."""
+    """This account's CloudWatch alarms and budgets may publish; nobody may publish over plain HTTP."""
     return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "CloudWatchAlarms", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        {"Sid": "AlarmsAndBudgets", "Effect": "Allow", "Principal": {"Service": PUBLISHERS},
          "Action": "sns:Publish", "Resource": topic_arn,
          "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}},
         {"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "sns:Publish", "Resource": topic_arn,

@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.alerting import SEVERITY_TOPICS
+from components.alerting.rules import CLOUDWATCH_ORIGIN
 from components.config import AlertingConfig
 
 # Fast burns subsume slow ones; a node out of memory subsumes its high-memory warning;
-# a node that is down subsumes the pod alerts of pods on it (they carry `node`).
+# a node that is down subsumes the pod alerts of pods on it (they carry `node`); both VPN
+# tunnels down subsumes each tunnel's alert; a pair with no master has no replication to lag.
 INHIBIT_RULES = [
     {"source_matchers": ['alertname="InferenceErrorBudgetFastBurn"'],
      "target_matchers": ['alertname="InferenceErrorBudgetSlowBurn"'], "equal": ["namespace"]},
@@ -22,6 +24,10 @@ INHIBIT_RULES = [
     {"source_matchers": ['alertname="NodeMemoryLow"'], "target_matchers": ['alertname="NodeMemoryHigh"'], "equal": ["instance"]},
     {"source_matchers": ['alertname=~"KubeNodeNotReady|KubeNodeUnreachable"'],
      "target_matchers": ['alertname=~"PodRestartingOften|InferenceReadinessFlapping"'], "equal": ["node"]},
+    {"source_matchers": ['alertname="VpnBothTunnelsDown"'], "target_matchers": ['alertname="VpnTunnelDown"'],
+     "equal": ["dimension_VpnId"]},
+    {"source_matchers": ['alertname="FailoverNoMaster"'], "target_matchers": ['alertname="FailoverReplicationLagHigh"'],
+     "equal": ["dimension_Pair"]},
 ]  # fmt: skip
 
 
@@ -36,6 +42,8 @@ def config(alerting: AlertingConfig, topic_arns: Mapping[str, str], region: str)
         receivers.append({"name": hook.name, "webhook_configs": [{"url": hook.url, "send_resolved": True}]})
         severities = "|".join(hook.severities)
         routes.append({"receiver": hook.name, "matchers": [f'severity=~"{severities}"'], "continue": True})
+    # Their CloudWatch twins already published to the topics: webhooks only, not a second page.
+    routes.append({"receiver": "null", "matchers": [f'origin="{CLOUDWATCH_ORIGIN}"']})
     for severity, topic in SEVERITY_TOPICS.items():
         receivers.append({"name": topic, "sns_configs": [{
             "topic_arn": topic_arns[severity], "sigv4": {"region": region}, "send_resolved": True,

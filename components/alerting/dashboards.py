@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from components.gpu.scheduling import CAPACITY_TYPE_LABEL, GPU_NODE_LABEL
@@ -58,8 +59,15 @@ DASHBOARDS: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
 }  # fmt: skip
 
 
-def dashboard(uid: str) -> dict[str, Any]:
-    title, panels = DASHBOARDS[uid]
+Dashboard = tuple[str, str, Sequence[tuple[str, str, str, str]]]  # (uid, title, panels)
+
+
+def all_dashboards(extra: Sequence[Dashboard] = ()) -> list[Dashboard]:
+    """The platform's dashboards plus ``extra`` (failover and VPN: ExportedSignals.dashboard)."""
+    return [*((uid, title, panels) for uid, (title, panels) in DASHBOARDS.items()), *extra]
+
+
+def dashboard(uid: str, title: str, panels: Sequence[tuple[str, str, str, str]]) -> dict[str, Any]:
     return {
         "uid": uid, "title": f"Platform / {title}", "tags": ["platform"], "schemaVersion": 39, "editable": False,
         "time": {"from": "now-6h", "to": "now"}, "refresh": "1m",
@@ -75,13 +83,13 @@ def dashboard(uid: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def config_maps(namespace: str, label: tuple[str, str]) -> list[dict[str, Any]]:
+def config_maps(namespace: str, label: tuple[str, str], extra: Sequence[Dashboard] = ()) -> list[dict[str, Any]]:
     """One ConfigMap per dashboard, labelled for the Grafana sidecar."""
     return [{"apiVersion": "v1", "kind": "ConfigMap",
              "metadata": {"name": f"dashboard-{uid}", "namespace": namespace, "labels": {label[0]: label[1]}},
-             "data": {f"{uid}.json": json.dumps(dashboard(uid), indent=1, sort_keys=True)}}
-            for uid in DASHBOARDS]  # fmt: skip
+             "data": {f"{uid}.json": json.dumps(dashboard(uid, title, panels), indent=1, sort_keys=True)}}
+            for uid, title, panels in all_dashboards(extra)]  # fmt: skip
 
 
-def expressions() -> list[str]:
-    return [expr for _, panels in DASHBOARDS.values() for _, _, expr, _ in panels]
+def expressions(extra: Sequence[Dashboard] = ()) -> list[str]:
+    return [expr for _, _, panels in all_dashboards(extra) for _, _, expr, _ in panels]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import json
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import kubernetes
-from components.alerting import alertmanager, dashboards, rules
+from components.alerting import alertmanager, cloudwatch_exporter, dashboards, rules
+from components.alerting.cloudwatch_exporter import ExportedSignals, StaticJob
 from components.base import PlatformComponent
 from components.config import AlertingConfig
 from components.eks import SYSTEM_NODE_LABELS
@@ -66,10 +67,22 @@ def dcgm_values() -> dict[str, Any]:
     }
 
 
-def prometheus_rule(config: AlertingConfig, namespace: str) -> dict[str, Any]:
+def prometheus_rule(config: AlertingConfig, namespace: str, signals: Sequence[ExportedSignals] = ()) -> dict[str, Any]:
+    extra = [alert for signal in signals for alert in signal.alerts]
     return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
             "metadata": {"name": "platform", "namespace": namespace, "labels": dict(RULE_LABELS)},
-            "spec": {"groups": rules.rule_groups(config)}}  # fmt: skip
+            "spec": {"groups": rules.rule_groups(config, extra)}}  # fmt: skip
+
+
+def _exporter_config(region: str, jobs: list[StaticJob]) -> pulumi.Output[str]:
+    """YACE's config once every job's dimensions (VPN id, tunnel addresses: outputs) are known."""
+
+    def render(values: list[str]) -> str:
+        resolved = iter(values)
+        return cloudwatch_exporter.exporter_config(region, [(job, {key: next(resolved) for key in job.dimensions})
+                                                            for job in jobs])  # fmt: skip
+
+    return pulumi.Output.all(*(value for job in jobs for value in job.dimensions.values())).apply(render)
 
 
 @dataclass(frozen=True)
@@ -82,11 +95,14 @@ class MonitoringArgs:
     oidc_issuer: pulumi.Input[str]
     topic_arns: dict[str, pulumi.Input[str]]  # severity -> SNS topic (components/alerting AlertTopic)
     topic_key_arn: pulumi.Input[str]
+    # Components' signals in CloudWatch (failover pair, VPN): exporter jobs, alerts, dashboards.
+    signals: Sequence[ExportedSignals] = ()
 
 
 class Monitoring(PlatformComponent):
     """``platform:alerting:Monitoring`` — the Prometheus stack, Alertmanager routing to the alert
-    topics and the platform's alerting rules on EKS.
+    topics and the platform's alerting rules on EKS; with ``signals``, the CloudWatch exporter
+    (YACE, its own IRSA role) and those components' alerts and dashboards.
 
     Outputs: ``rule_names`` (the alerts declared).
     """
@@ -94,7 +110,7 @@ class Monitoring(PlatformComponent):
     def __init__(self, name: str, args: MonitoringArgs, tags: TagContext, provider: aws.Provider,
                  opts: pulumi.ResourceOptions | None = None) -> None:  # fmt: skip
         config = args.config
-        manifest = prometheus_rule(config, args.namespace)  # built (and validated) before anything is declared
+        manifest = prometheus_rule(config, args.namespace, args.signals)  # built (and validated) before anything is declared
         super().__init__("platform:alerting:Monitoring", name, "monitoring", tags, provider, opts)
         trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer).apply(
             lambda v: irsa_trust_policy(v[0], v[1], args.namespace, ALERTMANAGER_SERVICE_ACCOUNT))
@@ -118,8 +134,26 @@ class Monitoring(PlatformComponent):
             repository_opts={"repo": DCGM_REPOSITORY}, namespace=args.namespace, values=dcgm_values(), opts=after_stack,
         )  # fmt: skip
         kubernetes.declare(self.child_name("rules"), manifest, after_stack)
-        for board in dashboards.config_maps(args.namespace, DASHBOARD_LABEL):
+        boards = [signal.dashboard for signal in args.signals]
+        for board in dashboards.config_maps(args.namespace, DASHBOARD_LABEL, boards):
             kubernetes.declare(self.child_name(board["metadata"]["name"]), board, after_stack)
+        if args.signals:
+            self._cloudwatch_exporter(args, [job for signal in args.signals for job in signal.jobs], after_stack)
         self.stack_release = stack
-        self.rule_names = [alert.name for alert in rules.alerts(config)]
+        self.rule_names = [rule["alert"] for group in manifest["spec"]["groups"] for rule in group["rules"] if "alert" in rule]
         self.register_outputs({"rule_names": self.rule_names})
+
+    def _cloudwatch_exporter(self, args: MonitoringArgs, jobs: list[StaticJob], opts: pulumi.ResourceOptions) -> None:
+        """YACE reading the components' CloudWatch series, with a role that may only read metrics."""
+        trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer).apply(
+            lambda v: irsa_trust_policy(v[0], v[1], args.namespace, cloudwatch_exporter.SERVICE_ACCOUNT))
+        role = aws.iam.Role(self.child_name("cloudwatch-exporter"), description="YACE reads CloudWatch metrics",
+                            assume_role_policy=trust, tags=self.tags("cloudwatch-exporter"), opts=self.child_opts())  # fmt: skip
+        aws.iam.RolePolicy(self.child_name("cloudwatch-exporter"), role=role.id, policy=cloudwatch_exporter.reader_policy(),
+                           opts=self.child_opts())  # fmt: skip
+        values = cloudwatch_exporter.chart_values(_exporter_config(args.region, jobs), role.arn, SYSTEM_NODE_LABELS)
+        k8s.helm.v3.Release(
+            self.child_name("cloudwatch-exporter"), name="cloudwatch-exporter", chart=cloudwatch_exporter.CHART,
+            version=args.config.prometheus.cloudwatch_exporter_chart_version, repository_opts={"repo": STACK_REPOSITORY},
+            namespace=args.namespace, values=values, opts=opts,  # after the stack: its ServiceMonitor CRD
+        )  # fmt: skip

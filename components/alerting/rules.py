@@ -13,6 +13,7 @@ description and a runbook URL ``<runbookBaseUrl>/<alert>.md`` (docs/runbooks/ in
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from components.config import AlertingConfig
 from components.mirror.policies import NAMESPACE as MIRROR_NAMESPACE
 
 REQUESTS = "inference_request_duration_seconds"
+CLOUDWATCH_ORIGIN = "cloudwatch"  # `origin` label of alerts whose CloudWatch twin already notifies
 ERRORS = 'status=~"5.."'
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 # (severity, [(long window, short window, burn rate)], for)
@@ -70,6 +72,9 @@ class Alert:
     severity: str  # critical | warning
     summary: str
     description: str
+    # The CloudWatch alarms (name suffixes) that already publish this signal to the alert topics
+    # (components/alerting/cloudwatch_exporter.py): Alertmanager then sends it to webhooks only.
+    twins: tuple[str, ...] = ()
 
 
 def latency_bucket(seconds: float) -> str:
@@ -186,13 +191,17 @@ def alerts(config: AlertingConfig) -> list[Alert]:
     return found
 
 
-def rule_groups(config: AlertingConfig) -> list[dict[str, Any]]:
-    """The ``spec.groups`` of the PrometheusRule: recording rules first, then one group per area."""
+def rule_groups(config: AlertingConfig, extra: Sequence[Alert] = ()) -> list[dict[str, Any]]:
+    """The ``spec.groups`` of the PrometheusRule: recording rules first, then one group per area.
+
+    ``extra``: alerts of components with signals in CloudWatch (failover pair, VPN).
+    """
     groups: dict[str, list[dict[str, Any]]] = {}
-    for alert in alerts(config):
+    for alert in [*alerts(config), *extra]:
+        origin = {"origin": CLOUDWATCH_ORIGIN} if alert.twins else {}
         groups.setdefault(alert.group, []).append({
             "alert": alert.name, "expr": alert.expr, "for": alert.duration,
-            "labels": {"severity": alert.severity},
+            "labels": {"severity": alert.severity, **origin},
             "annotations": {"summary": alert.summary, "description": alert.description,
                             "runbook_url": f"{config.runbook_base_url.rstrip('/')}/{alert.name}.md"},
         })  # fmt: skip

@@ -1,15 +1,16 @@
-"""``platform:cost:CostGuardrails``: the budget, finance notifications, allocation tags, CUR export, ledger bucket."""
+"""``platform:cost:CostGuardrails``: the budgets (finance's, on-call's), allocation tags, CUR export, ledger bucket."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
 from components.base import PlatformComponent
-from components.config import CostConfig
+from components.config import BudgetThresholdConfig, CostConfig
 from components.tagging import STANDARD_TAG_KEYS, TagContext
 
 # Tag keys finance groups spend by (the Name tag is per resource, not a grouping).
@@ -22,6 +23,9 @@ class CostGuardrailsArgs:
     environment: str
     name_prefix: str  # <project>-<environment>
     region: str
+    # On-call's budget thresholds (alerting.budgetThresholds) and the alert topics per severity.
+    alert_thresholds: Sequence[BudgetThresholdConfig] = ()
+    alert_topic_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 def budget_notifications(config: CostConfig, topic_arn: pulumi.Input[str]) -> list[dict]:
@@ -29,6 +33,17 @@ def budget_notifications(config: CostConfig, topic_arn: pulumi.Input[str]) -> li
              "notification_type": kind, "subscriber_sns_topic_arns": [topic_arn]}
             for kind, thresholds in (("ACTUAL", config.actual_thresholds), ("FORECASTED", config.forecast_thresholds))
             for threshold in thresholds]  # fmt: skip
+
+
+def alert_notifications(thresholds: Sequence[BudgetThresholdConfig], topic_arns: Mapping[str, pulumi.Input[str]]) -> list[dict]:
+    """On-call's notifications: each to the alert topic of its severity.
+
+    AWS Budgets takes one SNS topic per notification and one notification per (spend,
+    percent), so these live on a budget of their own rather than beside finance's.
+    """
+    return [{"comparison_operator": "GREATER_THAN", "threshold": t.percent, "threshold_type": "PERCENTAGE",
+             "notification_type": t.spend.upper(), "subscriber_sns_topic_arns": [topic_arns[t.severity]]}
+            for t in thresholds]  # fmt: skip
 
 
 def topic_policy(topic_arn: str, account_id: str) -> str:
@@ -74,13 +89,17 @@ class CostGuardrails(PlatformComponent):
         for index, address in enumerate(config.finance_emails):
             aws.sns.TopicSubscription(self.child_name(f"finance-email-{index}"), topic=topic.arn, protocol="email",
                                       endpoint=address, opts=self.child_opts())  # fmt: skip
-        aws.budgets.Budget(
-            self.child_name("monthly"), name=f"{args.name_prefix}-monthly", budget_type="COST",
-            limit_amount=f"{config.monthly_budget_usd:.2f}", limit_unit="USD", time_unit="MONTHLY",
-            # Spend of this environment only: the allocation tag every resource carries.
-            cost_filters=[{"name": "TagKeyValue", "values": [f"user:environment${args.environment}"]}],
-            notifications=budget_notifications(config, topic.arn), tags=self.tags("monthly"), opts=self.child_opts(),
-        )  # fmt: skip
+        budgets = {"monthly": budget_notifications(config, topic.arn)}
+        if args.alert_thresholds and args.alert_topic_arns:
+            budgets["monthly-oncall"] = alert_notifications(args.alert_thresholds, args.alert_topic_arns)
+        for suffix, notifications in budgets.items():
+            aws.budgets.Budget(
+                self.child_name(suffix), name=f"{args.name_prefix}-{suffix}", budget_type="COST",
+                limit_amount=f"{config.monthly_budget_usd:.2f}", limit_unit="USD", time_unit="MONTHLY",
+                # Spend of this environment only: the allocation tag every resource carries.
+                cost_filters=[{"name": "TagKeyValue", "values": [f"user:environment${args.environment}"]}],
+                notifications=notifications, tags=self.tags(suffix), opts=self.child_opts(),
+            )  # fmt: skip
         if config.activate_allocation_tags:
             for key in ALLOCATION_TAG_KEYS:
                 aws.costexplorer.CostAllocationTag(self.child_name(f"tag-{key}"), tag_key=key, status="Active",

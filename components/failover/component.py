@@ -42,7 +42,8 @@ class FailoverPair(PlatformComponent):
     do (a Pulumi-managed association would move it back on every ``pulumi up``).
 
     Outputs: ``endpoint`` (the address clients use), ``node_addresses``,
-    ``password_parameter`` (SSM SecureString name), ``alarm_names``.
+    ``password_parameter`` (SSM SecureString name), ``alarm_names``; ``signals`` (the same
+    series, alerts and a dashboard in Prometheus, through Monitoring's CloudWatch exporter).
     """
 
     def __init__(self, name: str, args: FailoverPairArgs, tags: TagContext, provider: aws.Provider,
@@ -81,6 +82,7 @@ class FailoverPair(PlatformComponent):
         for node in NODES:
             self._node(node, config, args, layout, interfaces[node], elastic_ip, parameter, identity)
         self._alarms(config, args)
+        self.signals = policies.exported_signals(args.pair_name, config.redis.lag_alarm_seconds)  # for Monitoring
 
         self.endpoint: pulumi.Output[str] = (elastic_ip.public_ip if elastic_ip is not None
                                              else pulumi.Output.from_input(str(layout.vip.ip)))  # fmt: skip

@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from components.alerting.cloudwatch_exporter import ExportedSignals, StaticJob, dimension_label, prometheus_name
+from components.alerting.rules import Alert
+
 METRIC_NAMESPACE = "Platform/Failover"  # where the node agents publish (agent.json metricNamespace)
 
 
@@ -88,3 +91,59 @@ def alarm_metric_queries(spec: AlarmSpec, pair: str, period: int = 60) -> list[d
     ]  # fmt: skip
     queries.append({"id": "pair", "expression": spec.expression, "label": spec.name, "return_data": True})
     return queries
+
+
+# --------------------------------------------------------------------------- in Prometheus (YACE)
+
+_EXPORTED = (("IsMaster", "Maximum"), ("HealthCheckOk", "Minimum"), ("ReplicationLagSeconds", "Maximum"),
+             ("ReplicasConnected", "Maximum"))  # fmt: skip
+
+
+def exporter_jobs(pair: str) -> tuple[StaticJob, ...]:
+    """One exporter job per node (static jobs match exact dimensions: this pair's nodes only)."""
+    return tuple(StaticJob(f"{pair}-{node}", METRIC_NAMESPACE, {"Pair": pair, "Node": node}, _EXPORTED)
+                 for node in ("a", "b"))  # fmt: skip
+
+
+def _series(metric: str) -> str:
+    stat = dict(_EXPORTED)[metric]
+    return prometheus_name(METRIC_NAMESPACE, metric, stat)
+
+
+def prometheus_alerts(lag_alarm_seconds: float) -> tuple[Alert, ...]:
+    """Split brain, no master and replication lag over the exported series; each mirrors its CloudWatch alarm.
+
+    A node that stops publishing exports 0 (nilToZero): not master, like the alarms' FILL(…, 0).
+    """
+    pair = dimension_label("Pair")
+    masters = f"sum by ({pair}) ({_series('IsMaster')})"
+    return (
+        Alert("FailoverSplitBrain", "failover", f"{masters} > 1", "1m", "critical",
+              "Both failover nodes hold the VIP role (split brain)",
+              f"Pair {{{{ $labels.{pair} }}}} has two writable primaries: VRRP between the nodes is cut.",
+              twins=("split-brain",)),
+        Alert("FailoverNoMaster", "failover", f"{masters} < 1", "2m", "critical",
+              "Neither failover node is master",
+              f"Pair {{{{ $labels.{pair} }}}} has no primary: the VIP answers nowhere.", twins=("no-master",)),
+        Alert("FailoverReplicationLagHigh", "failover",
+              f"max by ({pair}) ({_series('ReplicationLagSeconds')}) > {lag_alarm_seconds:g}", "1m", "warning",
+              "The failover replica is behind its primary",
+              f"The replica of {{{{ $labels.{pair} }}}} is {{{{ $value }}}} s behind (limit {lag_alarm_seconds:g} s): "
+              "a failover now would lose the writes in between.", twins=("replication-lag",)),
+    )  # fmt: skip
+
+
+def dashboard() -> tuple[str, str, tuple]:
+    node, pair = dimension_label("Node"), dimension_label("Pair")
+    legend = f"{{{{{pair}}}}} {{{{{node}}}}}"
+    return ("platform-failover", "Failover pair", (
+        ("Master (1) per node", "short", f"max by ({pair}, {node}) ({_series('IsMaster')})", legend),
+        ("Health check passing (1) per node", "short", f"min by ({pair}, {node}) ({_series('HealthCheckOk')})", legend),
+        ("Replication lag", "s", f"max by ({pair}, {node}) ({_series('ReplicationLagSeconds')})", legend),
+        ("Replicas connected to the primary", "short", f"max by ({pair}) ({_series('ReplicasConnected')})",
+         f"{{{{{pair}}}}}"),
+    ))  # fmt: skip
+
+
+def exported_signals(pair: str, lag_alarm_seconds: float) -> ExportedSignals:
+    return ExportedSignals(exporter_jobs(pair), prometheus_alerts(lag_alarm_seconds), dashboard())

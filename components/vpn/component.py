@@ -80,7 +80,8 @@ class SiteToSiteVpn(PlatformComponent):
 
     Outputs: ``connection_id``, ``transit_gateway_id``, ``tunnels`` (outside and inside
     addresses, ASNs), ``pre_shared_keys`` (secret), ``on_prem_prefix_list_id``,
-    ``resolver_inbound_addresses``.
+    ``resolver_inbound_addresses``; ``signals`` (tunnel state in Prometheus, through
+    Monitoring's CloudWatch exporter).
     """
 
     def __init__(self, name: str, args: SiteToSiteVpnArgs, tags: TagContext, provider: aws.Provider,
@@ -159,6 +160,7 @@ class SiteToSiteVpn(PlatformComponent):
 
         addresses = (connection.tunnel1_address, connection.tunnel2_address)
         self._alarms(args, connection.id, addresses)
+        self.signals = alarms.exported_signals(args.name_prefix, connection.id, addresses)  # for Monitoring
 
         self.connection_id = connection.id
         self.transit_gateway_id = tgw.id

@@ -14,6 +14,7 @@ from components.config import AlertingConfig, AlertWebhookConfig
 from platformctl.common import load_stack_config
 
 from ..conftest import ROOT, STACKS
+from .signals import signal_alerts
 
 TOPICS = {"critical": "arn:aws:sns:us-east-1:111122223333:platform-page",
           "warning": "arn:aws:sns:us-east-1:111122223333:platform-ticket"}  # fmt: skip
@@ -63,6 +64,11 @@ def test_each_severity_reaches_its_topic_and_webhooks_get_copies(tmp_path):
     assert _receivers_for(path, "alertname=GpuIdle", "severity=warning") == ["tracker", "ticket"]
     assert _receivers_for(path, "alertname=Watchdog", "severity=none") == ["null"]
     assert _receivers_for(path, "alertname=Unlabelled") == ["ticket"]  # nothing is dropped for lack of a severity
+    # CloudWatch already paged for these: Alertmanager adds the webhooks only
+    assert _receivers_for(path, "alertname=VpnBothTunnelsDown", "severity=critical", "origin=cloudwatch") == [
+        "chat", "tracker", "null"]
+    assert _receivers_for(path, "alertname=FailoverReplicationLagHigh", "severity=warning", "origin=cloudwatch") == [
+        "tracker", "null"]
     sns = {r["name"]: r["sns_configs"][0] for r in config["receivers"] if "sns_configs" in r}
     assert {name: c["topic_arn"] for name, c in sns.items()} == {"page": TOPICS["critical"], "ticket": TOPICS["warning"]}
     assert all(c["sigv4"] == {"region": "eu-west-1"} for c in sns.values())
@@ -71,7 +77,7 @@ def test_each_severity_reaches_its_topic_and_webhooks_get_copies(tmp_path):
 def test_inhibitions_name_alerts_that_exist_or_come_with_the_chart():
     from components.alerting.rules import alerts
 
-    ours = {a.name for a in alerts(AlertingConfig())}
+    ours = {a.name for a in [*alerts(AlertingConfig()), *signal_alerts(load_stack_config("prod", ROOT))]}
     chart = {"KubeNodeNotReady", "KubeNodeUnreachable"}  # kube-prometheus-stack's default rules
     for rule in alertmanager.INHIBIT_RULES:
         for matcher in rule["source_matchers"] + rule["target_matchers"]:

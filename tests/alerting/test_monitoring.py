@@ -9,6 +9,7 @@ from components.gpu import scheduling
 from platformctl.common import load_stack_config
 
 from ..conftest import ROOT, STACKS
+from .signals import signal_alerts
 
 
 def _by_name(plan, prefix="monitoring-"):
@@ -26,7 +27,7 @@ def test_prometheus_loads_the_platform_rules(plans, stack):
     selector = stack_release.inputs["values"]["prometheus"]["prometheusSpec"]["ruleSelector"]["matchLabels"]
     labels = rule.inputs["metadata"]["labels"]
     assert selector and all(labels.get(k) == v for k, v in selector.items()), "the rule must match the release's selector"
-    assert rule.inputs["spec"]["groups"] == rules.rule_groups(config.alerting)
+    assert rule.inputs["spec"]["groups"] == rules.rule_groups(config.alerting, signal_alerts(config))
     assert scheduling.gpu_toleration() in stack_release.inputs["values"]["prometheus-node-exporter"]["tolerations"]
     assert dcgm.inputs["values"]["nodeSelector"] == {scheduling.GPU_NODE_LABEL: "true"}
     assert dcgm.inputs["version"] == config.alerting.prometheus.dcgm_chart_version
@@ -35,7 +36,8 @@ def test_prometheus_loads_the_platform_rules(plans, stack):
 
 
 def test_every_annotation_names_its_runbook():
-    for group in rules.rule_groups(load_stack_config("prod", ROOT).alerting):
+    config = load_stack_config("prod", ROOT)
+    for group in rules.rule_groups(config.alerting, signal_alerts(config)):
         for rule in group["rules"]:
             if "alert" in rule:
                 assert rule["annotations"]["runbook_url"].endswith(f"/{rule['alert']}.md")

@@ -22,6 +22,7 @@ from components.config import AlertingConfig
 from platformctl.common import load_stack_config
 
 from ..conftest import ROOT, STACKS
+from .signals import signal_alerts
 
 REQ = "inference_request_duration_seconds"
 NS = 'namespace="inference"'
@@ -50,6 +51,22 @@ NODE = {"instance": "10.0.1.5:9100"}
 GPU = {"gpu": "0", "Hostname": "ip-10-0-1-5"}
 POD = {"namespace": "inference", "pod": "demo-0"}
 POD_INFO = _series('kube_pod_info{namespace="inference", pod="demo-0", node="ip-10-0-1-5"}', "1+0x40")
+
+PAIR = {"dimension_Pair": "gpu-prod-session-store"}
+VPN, TUNNEL = {"dimension_VpnId": "vpn-0abc"}, "dimension_TunnelIpAddress"
+
+
+def _pair(master_a: str = "1+0x10", master_b: str = "0+0x10", lag_b: str = "0+0x10") -> list[dict[str, str]]:
+    pair = 'dimension_Pair="gpu-prod-session-store"'
+    return [_series(f'aws_platform_failover_is_master_maximum{{{pair}, dimension_Node="a"}}', master_a),
+            _series(f'aws_platform_failover_is_master_maximum{{{pair}, dimension_Node="b"}}', master_b),
+            _series(f'aws_platform_failover_replication_lag_seconds_maximum{{{pair}, dimension_Node="b"}}', lag_b)]  # fmt: skip
+
+
+def _tunnels(first: str, second: str) -> list[dict[str, str]]:
+    return [_series(f'aws_vpn_tunnel_state_maximum{{dimension_VpnId="vpn-0abc", {TUNNEL}="{address}"}}', values)
+            for address, values in (("1.1.1.1", first), ("2.2.2.2", second))]  # fmt: skip
+
 
 # alert -> (violating series, healthy series, eval time, labels the alert must carry)
 CASES = {
@@ -110,7 +127,17 @@ CASES = {
         [_series('kube_cronjob_status_last_successful_time{namespace="model-mirror", cronjob="mirror-sync"}', "0+0x1600")],
         [_series('kube_cronjob_status_last_successful_time{namespace="model-mirror", cronjob="mirror-sync"}', "0+60x1600")],
         "1580m", {"namespace": "model-mirror", "cronjob": "mirror-sync"}),
+    # CloudWatch series through the exporter (YACE names; components/alerting/cloudwatch_exporter.py)
+    "FailoverSplitBrain": (_pair(master_a="1+0x10", master_b="1+0x10"), _pair(master_a="1+0x10", master_b="0+0x10"),
+                           "3m", PAIR),
+    "FailoverNoMaster": (_pair(master_a="1 0+0x10", master_b="0+0x10"), _pair(master_a="0+0x10", master_b="1+0x10"),
+                         "6m", PAIR),
+    "FailoverReplicationLagHigh": (_pair(lag_b="0 12+0x10"), _pair(lag_b="0.3+0x10"), "4m", PAIR),
+    "VpnTunnelDown": (_tunnels("1 0+0x10", "1+0x10"), _tunnels("1+0x10", "1+0x10"), "6m", {**VPN, TUNNEL: "1.1.1.1"}),
+    "VpnBothTunnelsDown": (_tunnels("0+0x10", "1 0+0x10"), _tunnels("0+0x10", "1+0x10"), "6m", VPN),
 }  # fmt: skip
+
+ALL_ALERTS = [*rules.alerts(AlertingConfig()), *signal_alerts(load_stack_config("prod", ROOT))]
 
 
 def _promtool() -> str:
@@ -131,12 +158,13 @@ def _write_rules(path: Path, groups: list[dict], annotations: bool = True) -> No
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_promtool_lints_the_rule_groups_of_every_stack(tmp_path, stack):
-    config = load_stack_config(stack, ROOT).alerting
+    config = load_stack_config(stack, ROOT)
+    groups = rules.rule_groups(config.alerting, signal_alerts(config))
     path = tmp_path / "rules.yaml"
-    _write_rules(path, rules.rule_groups(config))
+    _write_rules(path, groups)
     result = subprocess.run([_promtool(), "check", "rules", "--lint=all", "--lint-fatal", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {sum(len(g['rules']) for g in rules.rule_groups(config))} rules found" in result.stdout
+    assert f"SUCCESS: {sum(len(g['rules']) for g in groups)} rules found" in result.stdout
 
 
 def test_promtool_rejects_a_broken_rule(tmp_path):
@@ -148,7 +176,7 @@ def test_promtool_rejects_a_broken_rule(tmp_path):
 
 
 def test_every_alert_has_a_unit_test_and_a_runbook():
-    names = {alert.name for alert in rules.alerts(AlertingConfig())}
+    names = {alert.name for alert in ALL_ALERTS}
     assert names == set(CASES)
     for name in names:
         runbook = ROOT / "docs" / "runbooks" / f"{name}.md"
@@ -159,11 +187,12 @@ def test_every_alert_has_a_unit_test_and_a_runbook():
 @pytest.mark.parametrize("alert", sorted(CASES))
 def test_each_alert_fires_on_a_violation_and_stays_silent_when_healthy(tmp_path, alert):
     violating, healthy, at, labels = CASES[alert]
-    config = AlertingConfig()
-    [spec] = [a for a in rules.alerts(config) if a.name == alert]
-    _write_rules(tmp_path / "rules.yaml", rules.rule_groups(config), annotations=False)
+    [spec] = [a for a in ALL_ALERTS if a.name == alert]
+    _write_rules(tmp_path / "rules.yaml", rules.rule_groups(AlertingConfig(), ALL_ALERTS[len(rules.alerts(AlertingConfig())):]),
+                 annotations=False)  # fmt: skip
+    origin = {"origin": "cloudwatch"} if spec.twins else {}
     tests = []
-    for series, expected in ((violating, [{"exp_labels": {**labels, "severity": spec.severity}}]), (healthy, [])):
+    for series, expected in ((violating, [{"exp_labels": {**labels, "severity": spec.severity, **origin}}]), (healthy, [])):
         tests.append({"interval": "1m", "input_series": series,
                       "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": expected}]})  # fmt: skip
     (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m",
