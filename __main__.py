@@ -99,7 +99,7 @@ monitoring = Monitoring(
     MonitoringArgs(config=config.alerting, namespace=config.inference.prometheus_namespace, region=config.aws.region,
                    k8s_provider=cluster.k8s_provider, oidc_provider_arn=cluster.oidc_provider_arn,
                    oidc_issuer=cluster.oidc_issuer, topic_arns=alerting.topic_arns, topic_key_arn=alerting.key_arn,
-                   signals=[c.signals for c in (failover, vpn) if c is not None]),  # fmt: skip
+                   signals=[c.signals for c in (gpu, failover, vpn) if c is not None]),  # fmt: skip
     **placement,
 )
 

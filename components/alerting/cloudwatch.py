@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.alerting.cloudwatch_exporter import ExportedSignals, StaticJob, dimension_label, prometheus_name
+from components.alerting.rules import Alert
+
 
 @dataclass(frozen=True)
 class CloudWatchAlarm:
@@ -74,3 +77,23 @@ def spot_interruption_alarms(queue_name: Any, per_hour: int) -> list[CloudWatchA
     return [CloudWatchAlarm("spot-interruptions", f"More than {per_hour} spot interruption notices in an hour",
                             "AWS/SQS", "NumberOfMessagesSent", "Sum", "GreaterThanThreshold", per_hour, 1, "warning",
                             {"QueueName": queue_name}, period=3600)]  # fmt: skip
+
+
+def spot_interruption_signals(name_prefix: str, queue_name: Any, per_hour: int) -> ExportedSignals:
+    """The same queue count in Prometheus: an alert mirroring the alarm, a panel on the capacity dashboard.
+
+    Five-minute sums (SQS reports every minute; five smooth out YACE's and Prometheus's
+    unaligned scrapes): the hourly rate is their average over an hour, times 12.
+    """
+    sent = prometheus_name("AWS/SQS", "NumberOfMessagesSent", "Sum")
+    job = StaticJob(f"{name_prefix}-spot-interruptions", "AWS/SQS", {"QueueName": queue_name},
+                    (("NumberOfMessagesSent", "Sum"),), period=300, length=300)  # fmt: skip
+    per_hour_expr = f"avg_over_time({sent}[1h]) * 12"
+    queue = dimension_label("QueueName")
+    alert = Alert("SpotInterruptionsHigh", "gpu", f"sum by ({queue}) ({per_hour_expr}) > {per_hour}", "0m", "warning",
+                  "Spot GPU nodes are being interrupted often",
+                  f"About {{{{ $value | humanize }}}} interruption notices in the last hour (limit {per_hour}): "
+                  "the spot pool is churning; consider other instance types or more reserved capacity.",
+                  twins=("spot-interruptions",))  # fmt: skip
+    panel = ("Spot interruption notices per hour", "short", f"sum({per_hour_expr})", "notices")
+    return ExportedSignals((job,), (alert,), ("platform-capacity", "", (panel,)))

@@ -63,8 +63,15 @@ Dashboard = tuple[str, str, Sequence[tuple[str, str, str, str]]]  # (uid, title,
 
 
 def all_dashboards(extra: Sequence[Dashboard] = ()) -> list[Dashboard]:
-    """The platform's dashboards plus ``extra`` (failover and VPN: ExportedSignals.dashboard)."""
-    return [*((uid, title, panels) for uid, (title, panels) in DASHBOARDS.items()), *extra]
+    """The platform's dashboards plus ``extra`` (ExportedSignals.dashboard): a new board, or,
+    under an existing uid, more panels for it (spot interruptions on the capacity board)."""
+    boards = {uid: (title, list(panels)) for uid, (title, panels) in DASHBOARDS.items()}
+    for uid, title, panels in extra:
+        if uid in boards:
+            boards[uid][1].extend(panels)
+        else:
+            boards[uid] = (title, list(panels))
+    return [(uid, title, panels) for uid, (title, panels) in boards.items()]
 
 
 def dashboard(uid: str, title: str, panels: Sequence[tuple[str, str, str, str]]) -> dict[str, Any]:

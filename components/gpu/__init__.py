@@ -161,11 +161,14 @@ class CapacityPool(PlatformComponent):
         self._node_termination_handler()
         self._device_plugin()
 
-        from components.alerting.cloudwatch import spot_interruption_alarms
+        from components.alerting.cloudwatch import spot_interruption_alarms, spot_interruption_signals
 
         self.metric_alarms(self.stack_prefix,
                            spot_interruption_alarms(self.interruption_queue.name, args.interruptions_per_hour_alarm),
                            args.alarm_topic_arns)  # fmt: skip
+        # The same count in Prometheus (Monitoring's CloudWatch exporter): alert and capacity panel.
+        self.signals = spot_interruption_signals(self.stack_prefix, self.interruption_queue.name,
+                                                 args.interruptions_per_hour_alarm)  # fmt: skip
         self.events_topic_arn = self.events_topic.arn
         self.interruption_queue_url = self.interruption_queue.url
         self.scheduling = scheduling.contract(config.reserved.count)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from components.alerting import cloudwatch_exporter as yace
 from components.alerting import monitoring
+from components.alerting.cloudwatch import spot_interruption_alarms, spot_interruption_signals
 from components.alerting.rules import CLOUDWATCH_ORIGIN, referenced_metrics
 from components.failover import policies as failover
 from components.vpn import alarms as vpn
@@ -88,8 +89,8 @@ def test_the_exporters_role_can_only_read_metrics():
     assert all(action.split(":")[1].startswith(("Get", "List")) for action in statement["Action"])
 
 
-@pytest.mark.parametrize("signals", [failover.exported_signals("pair", 5), vpn.exported_signals("p", "vpn-1", ("a", "b"))],
-                         ids=["failover", "vpn"])  # fmt: skip
+@pytest.mark.parametrize("signals", [failover.exported_signals("pair", 5), vpn.exported_signals("p", "vpn-1", ("a", "b")),
+                                     spot_interruption_signals("p", "q", 4)], ids=["failover", "vpn", "spot"])  # fmt: skip
 def test_alerts_and_dashboards_read_only_what_their_jobs_export(signals):
     exported = signals.series()
     for alert in signals.alerts:
@@ -104,6 +105,10 @@ def test_each_alert_mirrors_a_cloudwatch_alarm_of_its_component():
         assert alert.twins and all(failover_alarms[twin].severity == alert.severity for twin in alert.twins), alert.name
     assert failover_alarms["replication-lag"].threshold == 7.5
     assert "> 7.5" in next(a.expr for a in failover.prometheus_alerts(7.5) if a.name == "FailoverReplicationLagHigh")
+    [spot_alarm] = spot_interruption_alarms("q", 4)
+    [spot_alert] = spot_interruption_signals("p", "q", 4).alerts
+    assert spot_alert.twins == (spot_alarm.name,) and spot_alert.severity == spot_alarm.severity
+    assert spot_alert.expr.endswith(f"> {spot_alarm.threshold:g}")
     tunnel_alarms = {spec.name: spec for spec in vpn.tunnel_alarms()}
     for alert in vpn.prometheus_alerts():
         assert alert.twins and all(tunnel_alarms[twin].severity == alert.severity for twin in alert.twins), alert.name
@@ -113,27 +118,26 @@ def test_each_alert_mirrors_a_cloudwatch_alarm_of_its_component():
 def test_every_stack_exports_its_pair_and_tunnels_to_prometheus(plans, stack):
     plan, config = plans[stack], load_stack_config(stack, ROOT)
     releases = {r.name: r for r in plan.of_type("kubernetes:helm.sh/v3:Release")}
-    if config.failover is None and config.vpn is None:
-        assert "monitoring-cloudwatch-exporter" not in releases
-        return
     release = releases["monitoring-cloudwatch-exporter"]
     assert (release.inputs["chart"], release.inputs["version"]) == (
         yace.CHART, config.alerting.prometheus.cloudwatch_exporter_chart_version)
     assert releases["monitoring-stack"].urn in release.depends_on  # its ServiceMonitor CRD
     values = release.inputs["values"]
     assert values["serviceMonitor"]["enabled"] is True
-    if config.vpn is not None:  # the jobs name the connection and its tunnels' addresses: known once it exists
+    # The jobs name the interruption queue, the VPN connection and its tunnels' addresses: known once they exist.
+    assert values["config"] == "[unknown]"
+    [queue] = [r for r in plan.of_type("aws:sqs/queue:Queue") if r.name == "gpu-interruptions"]
+    assert queue.urn in release.dependencies["values"]
+    if config.vpn is not None:
         [connection] = plan.of_type("aws:ec2/vpnConnection:VpnConnection")
-        assert values["config"] == "[unknown]" and connection.urn in release.dependencies["values"]
-    else:
-        namespaces = [job["namespace"] for job in yaml.safe_load(values["config"])["static"]]
-        assert namespaces == ["Platform/Failover"] * 2
+        assert connection.urn in release.dependencies["values"]
     [role] = [r for r in plan.of_type("aws:iam/role:Role") if r.name == "monitoring-cloudwatch-exporter"]
     assert role.urn in release.dependencies["values"]  # IRSA annotation
     assert values["serviceAccount"]["name"] == yace.SERVICE_ACCOUNT  # the one its trust policy names
     rule = next(r for r in plan.resources if r.name == "monitoring-rules")
     origin = {r["alert"] for g in rule.inputs["spec"]["groups"] for r in g["rules"]
               if r.get("labels", {}).get("origin") == CLOUDWATCH_ORIGIN}  # fmt: skip
-    expected = ({"FailoverSplitBrain", "FailoverNoMaster", "FailoverReplicationLagHigh"} if config.failover else set()) | (
+    expected = {"SpotInterruptionsHigh"} | (
+        {"FailoverSplitBrain", "FailoverNoMaster", "FailoverReplicationLagHigh"} if config.failover else set()) | (
         {"VpnTunnelDown", "VpnBothTunnelsDown"} if config.vpn else set())
     assert origin == expected

@@ -17,7 +17,7 @@ from platformctl.common import load_stack_config
 from ..conftest import ROOT, STACKS
 from .signals import signal_dashboards
 
-SIGNALS = signal_dashboards(load_stack_config("prod", ROOT))  # failover and VPN
+SIGNALS = signal_dashboards(load_stack_config("prod", ROOT))  # spot interruptions, failover, VPN
 
 
 def _check(tmp_path, expressions: list[str]) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,7 @@ def _check(tmp_path, expressions: list[str]) -> subprocess.CompletedProcess[str]
 
 
 def test_every_dashboard_query_is_valid_promql(tmp_path):
-    assert len(SIGNALS) == 2
+    assert len(SIGNALS) == 3  # spot interruptions, failover, VPN
     result = _check(tmp_path, dashboards.expressions(SIGNALS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(dashboards.expressions(SIGNALS))} rules found" in result.stdout

@@ -53,6 +53,7 @@ POD = {"namespace": "inference", "pod": "demo-0"}
 POD_INFO = _series('kube_pod_info{namespace="inference", pod="demo-0", node="ip-10-0-1-5"}', "1+0x40")
 
 PAIR = {"dimension_Pair": "gpu-prod-session-store"}
+QUEUE = 'dimension_QueueName="gpu-dev-interruptions"'
 VPN, TUNNEL = {"dimension_VpnId": "vpn-0abc"}, "dimension_TunnelIpAddress"
 
 
@@ -134,6 +135,10 @@ CASES = {
                          "6m", PAIR),
     "FailoverReplicationLagHigh": (_pair(lag_b="0 12+0x10"), _pair(lag_b="0.3+0x10"), "4m", PAIR),
     "VpnTunnelDown": (_tunnels("1 0+0x10", "1+0x10"), _tunnels("1+0x10", "1+0x10"), "6m", {**VPN, TUNNEL: "1.1.1.1"}),
+    # 5-minute sums: 1 notice per 5 minutes is 12 an hour (over 4); one in the hour is healthy
+    "SpotInterruptionsHigh": ([_series(f"aws_sqs_number_of_messages_sent_sum{{{QUEUE}}}", "1+0x80")],
+                              [_series(f"aws_sqs_number_of_messages_sent_sum{{{QUEUE}}}", "0+0x60 1 1 1 1 1 0+0x15")],
+                              "75m", {"dimension_QueueName": "gpu-dev-interruptions"}),
     "VpnBothTunnelsDown": (_tunnels("0+0x10", "1 0+0x10"), _tunnels("0+0x10", "1+0x10"), "6m", VPN),
 }  # fmt: skip
 
