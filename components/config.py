@@ -512,6 +512,10 @@ class ServerSettingsConfig(ConfigModel):
         default=30, ge=1, le=3600, description="Drain time after SIGTERM; the pod's grace period exceeds it."
     )
     quantize_int8: bool = Field(default=False, description="Dynamic int8 quantization (CPU variant only).")
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1024, le=100_000_000,
+        description="Largest request body (413 above it); the WAF's body-size rule uses the same number.",
+    )  # fmt: skip
 
 
 class ReplicasConfig(ConfigModel):
@@ -550,6 +554,9 @@ class ModelDeploymentConfig(ConfigModel):
     replicas: ReplicasConfig = Field(default_factory=ReplicasConfig, description="Autoscaling bounds and PDB floor.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="CPU, memory, cache volume.")
     server: ServerSettingsConfig = Field(default_factory=ServerSettingsConfig, description="Server settings.")
+    expose: bool = Field(
+        default=False, description="Serve it outside the cluster at <name>.<ingress domain> (inference.ingress)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelDeploymentConfig:
@@ -594,6 +601,109 @@ class InferenceAuthConfig(ConfigModel):
     )
 
 
+# ALB listener policies that negotiate TLS 1.3 and refuse TLS 1.0/1.1 (AWS's "TLS13" family).
+TLS13_SSL_POLICIES = (
+    "ELBSecurityPolicy-TLS13-1-2-2021-06", "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Ext1-2021-06", "ELBSecurityPolicy-TLS13-1-2-Ext2-2021-06",
+    "ELBSecurityPolicy-TLS13-1-3-2021-06", "ELBSecurityPolicy-TLS13-1-3-FIPS-2023-04",
+    "ELBSecurityPolicy-TLS13-1-2-FIPS-2023-04",
+)  # fmt: skip
+_HOSTNAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.){1,8}[a-z]{2,63}$"
+
+
+class WafConfig(ConfigModel):
+    """The WAFv2 web ACL in front of the EKS load balancer."""
+
+    rate_limit_per_5_minutes: int = Field(
+        default=2000, ge=10, le=2_000_000_000, description="Requests one client IP may send in 5 minutes before it is blocked."
+    )
+    managed_rule_groups: list[Annotated[str, Field(pattern=r"^AWSManagedRules[A-Za-z0-9]+$")]] = Field(
+        default_factory=lambda: ["AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet",
+                                 "AWSManagedRulesAmazonIpReputationList"],
+        min_length=1, description="AWS managed rule groups, in priority order.",
+    )  # fmt: skip
+    count_only_rules: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]] = Field(
+        default_factory=lambda: ["SizeRestrictions_BODY"],
+        description="Managed rules that only count: SizeRestrictions_BODY blocks bodies over 8 KB, i.e. long prompts; "
+                    "the body-size rule enforces the server's own limit instead.",
+    )  # fmt: skip
+
+
+class EksIngressConfig(ConfigModel):
+    """The public (or internal) entry to the EKS model servers: one ALB, TLS 1.3, WAF."""
+
+    domain: str = Field(pattern=_HOSTNAME, description="Each exposed deployment is served at <deployment>.<domain>.")
+    scheme: Literal["internet-facing", "internal"] = Field(
+        default="internet-facing", description="Internet-facing (public subnets) or internal (private subnets)."
+    )
+    hosted_zone_id: str | None = Field(
+        default=None, pattern=r"^Z[A-Z0-9]{4,31}$",
+        description="Route 53 zone of `domain`: validates the certificate and points each host at the ALB.",
+    )  # fmt: skip
+    certificate_arn: str | None = Field(
+        default=None, pattern=r"^arn:aws:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$",
+        description="An existing ACM certificate for *.<domain>; default: a new one, DNS-validated.",
+    )  # fmt: skip
+    ssl_policy: Literal[TLS13_SSL_POLICIES] = Field(  # type: ignore[valid-type]
+        default="ELBSecurityPolicy-TLS13-1-2-2021-06", description="HTTPS listener policy: TLS 1.3, no TLS 1.0/1.1."
+    )
+    idle_timeout_seconds: int = Field(
+        default=300, ge=60, le=4000,
+        description="ALB idle timeout; at least each exposed deployment's server.requestTimeoutSeconds (streams).",
+    )  # fmt: skip
+    inbound_cidrs: list[ipaddress.IPv4Network] = Field(
+        default_factory=lambda: [ipaddress.IPv4Network("0.0.0.0/0")], min_length=1,
+        description="Who may reach the load balancer (its security group).",
+    )  # fmt: skip
+    controller_chart_version: str = Field(
+        default="1.8.2", pattern=r"^\d+\.\d+\.\d+$",
+        description="aws-load-balancer-controller chart (its IAM policy is vendored for the matching app version).",
+    )  # fmt: skip
+    waf: WafConfig = Field(default_factory=WafConfig, description="WAFv2 web ACL on the load balancer.")
+
+
+class PrivateIngressConfig(ConfigModel):
+    """The private cloud's entry: ingress-nginx with TLS 1.3 only."""
+
+    domain: str = Field(pattern=_HOSTNAME, description="Each exposed deployment is served at <deployment>.<domain>.")
+    chart_version: str = Field(default="4.12.1", pattern=r"^\d+\.\d+\.\d+$", description="ingress-nginx chart version.")
+    class_name: str = Field(default="nginx", pattern=_DNS_LABEL, description="IngressClass of this controller.")
+    cert_manager_issuer: str | None = Field(
+        default=None, pattern=_DNS_LABEL,
+        description="cert-manager ClusterIssuer for the hosts; default: the certificate in "
+                    "platform:privateCloudTlsCertificate and platform:privateCloudTlsKey (secrets).",
+    )  # fmt: skip
+    trusted_proxy_cidrs: list[ipaddress.IPv4Network] = Field(
+        default_factory=list,
+        description="Load balancers in front of ingress-nginx whose X-Forwarded-For is trusted (the client IP).",
+    )
+
+
+class IngressConfig(ConfigModel):
+    eks: EksIngressConfig | None = Field(default=None, description="Entry to EKS deployments with expose: true.")
+    private_cloud: PrivateIngressConfig | None = Field(
+        default=None, description="Entry to private-cloud deployments with expose: true."
+    )
+
+
+class TenantLimitConfig(ConfigModel):
+    requests_per_minute: int = Field(ge=1, le=1_000_000, description="Sustained requests per minute, per replica.")
+    burst: int = Field(ge=1, le=100_000, description="Requests a tenant may send at once after being idle.")
+
+
+class TenantLimitsConfig(ConfigModel):
+    """Per-tenant request quotas, enforced by each model server (token bucket per tenant)."""
+
+    claim: str = Field(default="sub", pattern=r"^[A-Za-z_][\w.:-]{0,63}$", description="JWT claim naming the tenant.")
+    requests_per_minute: int = Field(
+        default=600, ge=1, le=1_000_000, description="Each tenant's sustained requests per minute, per server replica."
+    )
+    burst: int = Field(default=60, ge=1, le=100_000, description="Each tenant's burst (bucket size), per server replica.")
+    overrides: dict[Annotated[str, Field(min_length=1, max_length=256)], TenantLimitConfig] = Field(
+        default_factory=dict, description="Limits of named tenants (claim value -> limits)."
+    )
+
+
 class InferenceConfig(ConfigModel):
     """Model deployments to Kubernetes (EKS and the private cloud), and what they share."""
 
@@ -624,6 +734,10 @@ class InferenceConfig(ConfigModel):
         description="Extra HTTPS egress for EKS servers (the mirror's addresses); the VPC (endpoints) is always allowed.",
     )
     auth: InferenceAuthConfig | None = Field(default=None, description="JWT verification (required with deployments).")
+    tenant_limits: TenantLimitsConfig = Field(
+        default_factory=TenantLimitsConfig, description="Per-tenant quotas (from the JWT), enforced by every server."
+    )
+    ingress: IngressConfig = Field(default_factory=IngressConfig, description="TLS entry from outside the clusters.")
     deployments: list[ModelDeploymentConfig] = Field(
         default_factory=list, description="Which models run where, how many, which image variant."
     )
@@ -646,6 +760,16 @@ class InferenceConfig(ConfigModel):
                 problems.append((("deployments", index, "name"), deployment.name,
                                  f"is already used by deployments[{seen[key]}] on {deployment.target}"))  # fmt: skip
             seen.setdefault(key, index)
+            entry = self.ingress.eks if deployment.target == "eks" else self.ingress.private_cloud
+            if deployment.expose and entry is None:
+                key = "eks" if deployment.target == "eks" else "privateCloud"
+                problems.append((("deployments", index, "expose"), True,
+                                 f"needs inference.ingress.{key} (domain, certificate) on {deployment.target}"))  # fmt: skip
+            if deployment.expose and deployment.target == "eks" and self.ingress.eks is not None and (
+                    deployment.server.request_timeout_seconds > self.ingress.eks.idle_timeout_seconds):
+                problems.append((("ingress", "eks", "idleTimeoutSeconds"), self.ingress.eks.idle_timeout_seconds,
+                                 f"is shorter than deployments[{index}].server.requestTimeoutSeconds "
+                                 f"({deployment.server.request_timeout_seconds:g}): the ALB would cut streams"))  # fmt: skip
             if deployment.model_id and not self.hf_endpoint:
                 problems.append((("hfEndpoint",), None,
                                  f"is required: deployments[{index}] downloads {deployment.model_id} through the mirror"))  # fmt: skip
@@ -1459,6 +1583,10 @@ class PlatformConfig(ConfigModel):
     inference_jwt_secret: Secret | None = Field(
         default=None, description="HS256 signing secret for inference auth (only with auth.algorithm HS256)."
     )
+    private_cloud_tls_certificate: Secret | None = Field(
+        default=None, description="PEM certificate (chain) of the private-cloud ingress hosts, unless cert-manager issues it."
+    )
+    private_cloud_tls_key: Secret | None = Field(default=None, description="Its PEM private key.")
     alerting: AlertingConfig = Field(default_factory=AlertingConfig, description="Alarm notifications.")
     failover: FailoverConfig | None = Field(
         default=None, description="Keepalived failover pair protecting the Redis session store (VIP, alarms)."
@@ -1560,6 +1688,14 @@ class PlatformConfig(ConfigModel):
         auth = self.inference.auth
         if auth is not None and auth.algorithm == "HS256" and self.inference_jwt_secret is None:
             problems.append((("inferenceJwtSecret",), None, "is required for inference.auth.algorithm HS256"))
+        private_entry = self.inference.ingress.private_cloud
+        if private_entry is not None and private_entry.cert_manager_issuer is None:
+            for key in ("privateCloudTlsCertificate", "privateCloudTlsKey"):
+                if getattr(self, "private_cloud_tls_certificate" if key.endswith("Certificate") else "private_cloud_tls_key") is None:
+                    problems.append(((key,), None, "is required (a secret) for inference.ingress.privateCloud "
+                                     "without certManagerIssuer"))  # fmt: skip
+        if private_entry is not None and self.private_cloud is None:
+            problems.append((("inference", "ingress", "privateCloud"), "(set)", "needs platform:privateCloud"))
         return problems
 
     def _download_egress(self) -> list[tuple[tuple[str | int, ...], Any, str]]:

@@ -8,6 +8,8 @@ in by the caller and placed as given.
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,6 +109,7 @@ def server_environment(deployment: ModelDeploymentConfig, config: InferenceConfi
         "MAX_NEW_TOKENS": str(server.max_new_tokens),
         "REQUEST_TIMEOUT_S": str(server.request_timeout_seconds),
         "GRACE_PERIOD_S": str(server.grace_period_seconds),
+        "MAX_BODY_BYTES": str(server.max_body_bytes),
         "QUANTIZE_INT8": "true" if server.quantize_int8 else "false",
         "MODEL_CACHE_DIR": MODEL_CACHE_PATH,
         "LOG_LEVEL": "info",
@@ -120,6 +123,12 @@ def server_environment(deployment: ModelDeploymentConfig, config: InferenceConfi
     if config.auth is not None:
         env |= {"JWT_ALGORITHM": config.auth.algorithm, "JWT_AUDIENCE": config.auth.audience,
                 "JWT_ISSUER": config.auth.issuer, "JWT_KEY_FILE": "/var/run/secrets/inference-auth/jwt-key"}  # fmt: skip
+        quotas = config.tenant_limits  # enforced by the server, so they hold behind any ingress
+        env |= {"TENANT_CLAIM": quotas.claim, "TENANT_REQUESTS_PER_MINUTE": str(quotas.requests_per_minute),
+                "TENANT_BURST": str(quotas.burst),
+                "TENANT_OVERRIDES": json.dumps({tenant: {"requestsPerMinute": limit.requests_per_minute,
+                                                         "burst": limit.burst}
+                                                for tenant, limit in sorted(quotas.overrides.items())})}  # fmt: skip
     return env
 
 

@@ -26,6 +26,7 @@ from inference_server.auth import AuthError, JwtVerifier
 from inference_server.engine import BatchingEngine, EngineLimits, Generation, QueueFullError, SamplingParams
 from inference_server.loading import LoadedModel
 from inference_server.metrics import Metrics
+from inference_server.quota import TenantQuotas
 
 log = logging.getLogger("inference_server.api")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -46,6 +47,7 @@ class ServerSettings:
     request_timeout_s: float = 60.0
     grace_period_s: float = 30.0
     auth: JwtVerifier | None = None  # None only when the operator passed --no-auth
+    quotas: TenantQuotas | None = None  # per-tenant token buckets (needs auth: the tenant is a JWT claim)
 
 
 # --------------------------------------------------------------------------- schemas
@@ -166,7 +168,8 @@ _ERRORS = {
         404: "Unknown model",
         413: "Request body too large",
         422: "Invalid request, or over a token limit",
-        429: "Queue full; retry after Retry-After seconds",
+        403: "The token names no tenant (the configured claim is missing)",
+        429: "Queue full, or the tenant's quota is used up; retry after Retry-After seconds",
         503: "Not ready (loading, warming up or draining)",
         504: "Generation did not finish within the request timeout",
     }.items()
@@ -389,10 +392,24 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
         if settings.auth is None or request.scope.get(_WARMUP_SCOPE_KEY):
             return
         try:
-            settings.auth.verify(request.headers.get("authorization"))
+            claims = settings.auth.verify(request.headers.get("authorization"))
         except AuthError as exc:
             raise ApiError(401, str(exc), "authentication_error", "unauthorized",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc  # fmt: skip
+        quotas = settings.quotas
+        if quotas is None:
+            return
+        tenant = quotas.tenant(claims)
+        if tenant is None:
+            raise ApiError(403, f"the token has no {quotas.claim!r} claim naming its tenant", "permission_error",
+                           "no_tenant")  # fmt: skip
+        request.state.tenant = tenant
+        retry_after = quotas.check(tenant)
+        if retry_after:
+            limit = quotas.limit(tenant)
+            raise ApiError(429, f"tenant {tenant!r} is over its quota ({limit.per_minute} requests a minute, burst "
+                           f"{limit.burst})", "rate_limit_error", "tenant_quota",
+                           headers={"Retry-After": str(retry_after)})  # fmt: skip
 
     def ready_loaded(request: Request) -> LoadedModel:
         warming = state.phase == "warming up" and request.scope.get(_WARMUP_SCOPE_KEY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -43,6 +44,17 @@ def _read_key(value: str | None, path: Path | None) -> str | None:
     return value
 
 
+def _tenant_quotas(claim: str, per_minute: int, burst: int, overrides_json: str):
+    from inference_server.quota import Limit, TenantQuotas
+
+    try:
+        raw = json.loads(overrides_json)
+        overrides = {str(tenant): Limit(int(v["requestsPerMinute"]), int(v["burst"])) for tenant, v in raw.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise typer.BadParameter(f"TENANT_OVERRIDES: expected {{tenant: {{requestsPerMinute, burst}}}}: {exc}") from exc
+    return TenantQuotas(claim=claim, default=Limit(per_minute, burst), overrides=overrides)
+
+
 @app.command()
 def serve(
     demo: Annotated[bool, typer.Option("--demo", envvar="DEMO", help="Build the small offline demo model and serve it.")] = False,
@@ -71,6 +83,14 @@ def serve(
     jwt_key_file: Annotated[Path | None, typer.Option(envvar="JWT_KEY_FILE")] = None,
     jwt_audience: Annotated[str | None, typer.Option(envvar="JWT_AUDIENCE")] = None,
     jwt_issuer: Annotated[str | None, typer.Option(envvar="JWT_ISSUER")] = None,
+    tenant_claim: Annotated[str, typer.Option(envvar="TENANT_CLAIM", help="JWT claim naming the tenant.")] = "sub",
+    tenant_requests_per_minute: Annotated[
+        int, typer.Option(envvar="TENANT_REQUESTS_PER_MINUTE", min=0, help="Per-tenant sustained rate; 0: no quotas.")
+    ] = 0,
+    tenant_burst: Annotated[int, typer.Option(envvar="TENANT_BURST", min=1)] = 60,
+    tenant_overrides: Annotated[
+        str, typer.Option(envvar="TENANT_OVERRIDES", help='JSON: {"tenant": {"requestsPerMinute": N, "burst": M}}')
+    ] = "{}",
     log_level: Annotated[str, typer.Option(envvar="LOG_LEVEL")] = "info",
 ) -> None:
     """Serve until SIGTERM/SIGINT; then drain in-flight requests for up to --grace-period seconds."""
@@ -95,6 +115,11 @@ def serve(
         if missing:
             raise typer.BadParameter(f"authentication needs {', '.join(missing)} (or --no-auth for local use)")
         auth = JwtVerifier(key=key, algorithm=jwt_algorithm, audience=jwt_audience, issuer=jwt_issuer)
+    quotas = None
+    if tenant_requests_per_minute:
+        if auth is None:
+            raise typer.BadParameter("tenant quotas need authentication (the tenant is a JWT claim); drop --no-auth")
+        quotas = _tenant_quotas(tenant_claim, tenant_requests_per_minute, tenant_burst, tenant_overrides)
     if demo:
         from inference_server.demo import build_demo_model
 
@@ -102,7 +127,7 @@ def serve(
     settings = ServerSettings(
         engine=EngineLimits(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue),
         max_input_tokens=max_input_tokens, max_new_tokens=max_new_tokens, max_body_bytes=max_body_bytes,
-        request_timeout_s=request_timeout, grace_period_s=grace_period, auth=auth,
+        request_timeout_s=request_timeout, grace_period_s=grace_period, auth=auth, quotas=quotas,
     )  # fmt: skip
     try:
         source = ModelSource(model_dir, model_id, revision, cache_dir)
