@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import tempfile
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -73,7 +75,7 @@ def _default_text(field: FieldInfo) -> str:
         return "**required**"
     if isinstance(value, dict) and value and all(isinstance(v, (dict, list, str, int, bool, type(None))) for v in value.values()):
         return "see below" if any(isinstance(v, dict) for v in value.values()) else f"`{json.dumps(value)}`"
-    return f"`{json.dumps(value)}`"
+    return f"`{json.dumps(value, default=str)}`"
 
 
 def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
@@ -157,11 +159,19 @@ def replace_between_markers(text: str, generated: str) -> str:
     return head + BEGIN_MARKER + "\n" + generated + END_MARKER + tail
 
 
+def _replace_file(path: str, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a failure
+    while rendering or writing leaves the old file whole."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False, suffix=".tmp") as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
 def write_readme(path: str) -> None:
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(replace_between_markers(text, render_markdown()))
+    _replace_file(path, replace_between_markers(text, render_markdown()))
 
 
 def write_pulumi_yaml(path: str) -> None:
@@ -171,8 +181,7 @@ def write_pulumi_yaml(path: str) -> None:
     head, marker, _ = text.partition("\nconfig:\n")
     if not marker:
         raise SystemExit(f"{path}: no top-level 'config:' block to replace")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(head + "\n" + render_pulumi_config_block())
+    _replace_file(path, head + "\n" + render_pulumi_config_block())
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import yaml
 
 from components.config import PlatformConfig
@@ -66,3 +68,20 @@ def test_every_stack_sets_each_key_pulumi_requires():
         config = yaml.safe_load((ROOT / f"stacks/Pulumi.{stack}.yaml").read_text())["config"]
         for key in required:
             assert key in config, f"stacks/Pulumi.{stack}.yaml lacks {key}"
+
+
+def test_a_failed_render_leaves_the_readme_whole(tmp_path, monkeypatch):
+    """`make docs` once emptied README.md when rendering raised after the file was opened for writing."""
+    from platformctl import reference
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n" + reference.BEGIN_MARKER + "\nold\n" + reference.END_MARKER + "\ntail\n")
+    before = readme.read_text()
+
+    def broken() -> str:
+        raise TypeError("Object of type IPv4Network is not JSON serializable")
+
+    monkeypatch.setattr(reference, "render_markdown", broken)
+    with pytest.raises(TypeError):
+        reference.write_readme(str(readme))
+    assert readme.read_text() == before and list(tmp_path.iterdir()) == [readme]
