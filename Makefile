@@ -7,9 +7,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the tests drive for real: the failover lab (keepalived, Redis, iptables in
 # network namespaces), the VPN lab (strongSwan's charon with userspace IPsec, swanctl) and the
-# checkers of the VPN gateway's files (FRR's vtysh, shellcheck, systemd-analyze), and node for
+# checkers of the VPN gateway's files (FRR's vtysh, shellcheck, systemd-analyze), nginx (the private cloud's
+# ingress settings, run for real on loopback), and node for
 # the CloudFront Function.
-DEB_PACKAGES := keepalived redis-server iptables iproute2 strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins frr shellcheck systemd lua5.4 xfsprogs prometheus prometheus-alertmanager
+DEB_PACKAGES := keepalived redis-server iptables iproute2 strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins frr shellcheck systemd lua5.4 xfsprogs prometheus prometheus-alertmanager nginx
 
 .PHONY: plan plan-json test docs bench clean serve-demo
 

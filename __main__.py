@@ -17,6 +17,7 @@ from components.eks import EksCluster, EksClusterArgs
 from components.failover.component import FailoverPair, FailoverPairArgs
 from components.gpu import CapacityPool, CapacityPoolArgs
 from components.inference import deploy_models, private_cloud_provider
+from components.ingress import expose_models
 from components.mirror.component import ModelMirror, ModelMirrorArgs
 from components.network import Network, NetworkArgs
 from components.storage.component import TieredStorage, TieredStorageArgs
@@ -109,6 +110,8 @@ k8s_targets = {"eks_provider": cluster.k8s_provider, "oidc_provider_arn": cluste
                "oidc_issuer": cluster.oidc_issuer}  # fmt: skip
 image, serving = deploy_models(config, tags=tags, provider=aws_provider, project_root=root, private_cloud_provider=private_cloud,
                                eks_crds=monitoring.stack_release, **k8s_targets)  # fmt: skip
+pulumi.export("modelEndpoints", expose_models(config, serving, image.version, tags, aws_provider, cluster, network.vpc_id,
+                                             storage.access_log_bucket.bucket, private_cloud))  # fmt: skip
 if config.mirror is not None:
     bucket_name = resource_name(tags.project, config.environment, "model-mirror")
     mirror = ModelMirror(

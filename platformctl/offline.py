@@ -30,6 +30,7 @@ from platformctl.project import Project, read_stack_config
 UNKNOWN = "[unknown]"  # computed at deploy time (pulumi preview shows these as output<T>)
 SECRET = "[secret]"
 PLACEHOLDER_ACCOUNT_ID = "000000000000"  # what getCallerIdentity answers offline
+PLACEHOLDER_ELB_ACCOUNT_ID = "000000000001"  # what elb.getServiceAccount answers offline
 PLACEHOLDER_SSM_VALUE = "offline-plan-ssm-placeholder"  # what getParameter answers offline
 
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
@@ -157,6 +158,10 @@ class _PlanMocks(mocks.Mocks):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             arn = f"arn:aws:iam::{PLACEHOLDER_ACCOUNT_ID}:user/offline-plan"
             return {"accountId": PLACEHOLDER_ACCOUNT_ID, "arn": arn, "userId": "OFFLINEPLAN", "id": PLACEHOLDER_ACCOUNT_ID}, []
+        if args.token == "aws:elb/getServiceAccount:getServiceAccount":
+            # ELB's log-delivery account of the region (a fixed table in the provider; placeholder here).
+            return {"id": PLACEHOLDER_ELB_ACCOUNT_ID, "arn": f"arn:aws:iam::{PLACEHOLDER_ELB_ACCOUNT_ID}:root",
+                    "region": args.args.get("region", "")}, []  # fmt: skip
         if args.token == "aws:ssm/getParameter:getParameter":
             name = args.args.get("name", "")
             return {"name": name, "value": PLACEHOLDER_SSM_VALUE, "insecureValue": PLACEHOLDER_SSM_VALUE,

@@ -131,6 +131,11 @@ POLICIES = [
         remediation_steps="viewerCertificate.minimumProtocolVersion = TLSv1.2_2021; viewerProtocolPolicy redirect-to-https.",
         validate=_for_type(("aws:cloudfront/distribution:Distribution",), rules.cloudfront_tls)),
     ResourceValidationPolicy(
+        name="ingress-tls13-waf", severity=Severity.HIGH, enforcement_level=MANDATORY,
+        description="Ingresses terminate TLS: ALBs with a TLS 1.3 policy, HTTP redirected, WAF when internet-facing.",
+        remediation_steps="Set inference.ingress.eks.sslPolicy to a TLS13 policy; keep the redirect and the web ACL.",
+        validate=_for_type(("kubernetes:networking.k8s.io/v1:Ingress",), rules.ingress_tls)),
+    ResourceValidationPolicy(
         name="eks-secrets-encrypted-private-endpoint", severity=Severity.HIGH, enforcement_level=MANDATORY,
         description="EKS encrypts secrets with KMS; the API endpoint is private in the configured environments.",
         remediation_steps="encryptionConfig for 'secrets'; vpcConfig.endpointPublicAccess = false (platform:eks).",

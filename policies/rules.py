@@ -116,6 +116,25 @@ def cloudfront_tls(props: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def ingress_tls(props: Mapping[str, Any]) -> list[str]:
+    """An ALB Ingress: a TLS 1.3 listener policy, HTTP redirected, WAF when internet-facing;
+    any other class: TLS configured (spec.tls)."""
+    spec = props.get("spec") or {}
+    annotations = (props.get("metadata") or {}).get("annotations") or {}
+    if spec.get("ingressClassName") != "alb":
+        return [] if spec.get("tls") else ["no spec.tls: the entry would serve plain HTTP"]
+    alb = "alb.ingress.kubernetes.io/"
+    problems = []
+    policy = annotations.get(alb + "ssl-policy")
+    if not str(policy).startswith("ELBSecurityPolicy-TLS13-"):
+        problems.append(f"listener policy {policy!r}: use an ELBSecurityPolicy-TLS13-* policy (TLS 1.3, no TLS 1.0/1.1)")
+    if not annotations.get(alb + "ssl-redirect"):
+        problems.append("HTTP is not redirected to HTTPS (alb.ingress.kubernetes.io/ssl-redirect)")
+    if annotations.get(alb + "scheme") == "internet-facing" and not annotations.get(alb + "wafv2-acl-arn"):
+        problems.append("internet-facing without a WAFv2 web ACL (alb.ingress.kubernetes.io/wafv2-acl-arn)")
+    return problems
+
+
 def eks_cluster(props: Mapping[str, Any], private_in: Sequence[str]) -> list[str]:
     problems = []
     resources = [r for config in _as_list(props.get("encryptionConfig")) for r in _as_list(config.get("resources"))]

@@ -30,7 +30,7 @@ def test_text_plan_groups_by_component_and_summarises(plans, monkeypatch):
     result = invoke("plan", "--stack", "prod")
     assert result.exit_code == 0, result.output
     custom = [r for r in plans["prod"].resources if r.custom and not r.is_provider]
-    assert f"Plan: stack prod: {len(custom)} resources, 2 explicit providers, 12 components" in result.stdout
+    assert f"Plan: stack prod: {len(custom)} resources, 2 explicit providers, 13 components" in result.stdout
     for component in ("network  platform:network:Network", "eks  platform:eks:Cluster", "gpu  platform:gpu:CapacityPool",
                       "inference-image  platform:inference:Image", "serving-eks  platform:inference:ModelServing", "mirror  platform:mirror:ModelMirror",
                       "cost  platform:cost:CostGuardrails"):

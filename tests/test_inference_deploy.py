@@ -19,6 +19,7 @@ from components.config import ConfigError, ModelDeploymentConfig, PlatformConfig
 from components.gpu import scheduling
 from components.inference import image as image_identity
 from components.inference import manifests
+from components.inference import load_balancer_cidrs
 from platformctl.offline import UNKNOWN, run_offline_plan
 
 from .conftest import ROOT, STACKS
@@ -306,7 +307,9 @@ def test_autoscaler_budget_and_network_policy_match_the_config(all_plans, stack)
         # The private cloud calls the EKS servers directly over the VPN only where vpn.access says so.
         direct = {f["ipBlock"]["cidr"] for f in peers if "ipBlock" in f}
         vpn_clients = (deployment.target == "eks" and config.vpn is not None and "inference" in config.vpn.access)
-        assert direct == (set(map(str, config.vpn.on_prem_cidrs)) if vpn_clients else set())
+        # An exposed EKS deployment also admits its ALB's subnets (IP targets, health checks).
+        alb = set(load_balancer_cidrs(config)) if deployment.expose and deployment.target == "eks" else set()
+        assert direct == (set(map(str, config.vpn.on_prem_cidrs)) if vpn_clients else set()) | alb
         assert len(peers) == len(sources) + len(direct)
         assert policy["egress"][0]["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
         https = {b["ipBlock"]["cidr"] for rule in policy["egress"][1:] for b in rule["to"]}

@@ -172,9 +172,10 @@ def test_stack_exports(plans):
     assert set(outputs) == {
         "vpcId", "privateSubnetIds", "publicSubnetIds", "clusterName", "gpuEventsTopicArn", "gpuScheduling",
         "inferenceImage", "modelDeployments", "costLedgerBucket", "alertTopicArns", "sessionStore",
-        "vpn", "vpnPreSharedKeys", "storage",
+        "vpn", "vpnPreSharedKeys", "storage", "modelEndpoints",
     }
     assert outputs["modelDeployments"] == {"eks": {"demo": "inference/demo"}}
+    assert outputs["modelEndpoints"] == {"demo": "https://demo.inference.dev.platform.example.com"}
     assert outputs["inferenceImage"]["version"] == (ROOT / "inference_image" / "VERSION").read_text().strip()
 
 
@@ -193,7 +194,7 @@ def test_no_code_branches_on_the_stack_name():
 
 def test_main_only_composes():
     source = (ROOT / "__main__.py").read_text()
-    assert len(source.splitlines()) < 140  # composition of nine components, no decisions
+    assert len(source.splitlines()) < 150  # composition of eleven components, no decisions
     tree = ast.parse(source)
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.For, ast.While))]
     # config is loaded before the first resource is declared

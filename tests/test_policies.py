@@ -95,6 +95,17 @@ CASES = [
           "defaultCacheBehavior": {"viewerProtocolPolicy": "redirect-to-https"}}),
      _one("aws:cloudfront/distribution:Distribution", {"viewerCertificate": {"minimumProtocolVersion": "TLSv1"},
           "defaultCacheBehavior": {"viewerProtocolPolicy": "allow-all"}})),
+    ("ingress-tls13-waf",
+     _one("kubernetes:networking.k8s.io/v1:Ingress", {"spec": {"ingressClassName": "alb"}, "metadata": {"annotations": {
+          "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
+          "alb.ingress.kubernetes.io/ssl-redirect": "443", "alb.ingress.kubernetes.io/scheme": "internet-facing",
+          "alb.ingress.kubernetes.io/wafv2-acl-arn": "arn:aws:wafv2:us-east-1:1:regional/webacl/x/y"}}}),
+     _one("kubernetes:networking.k8s.io/v1:Ingress", {"spec": {"ingressClassName": "alb"}, "metadata": {"annotations": {
+          "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-2016-08",
+          "alb.ingress.kubernetes.io/scheme": "internet-facing"}}})),
+    ("ingress-tls13-waf",
+     _one("kubernetes:networking.k8s.io/v1:Ingress", {"spec": {"ingressClassName": "nginx", "tls": [{"secretName": "t"}]}}),
+     _one("kubernetes:networking.k8s.io/v1:Ingress", {"spec": {"ingressClassName": "nginx"}})),
     ("eks-secrets-encrypted-private-endpoint",
      _one("aws:eks/cluster:Cluster", {"encryptionConfig": {"resources": ["secrets"]}, "tags": TAGS,
           "vpcConfig": {"endpointPublicAccess": False}}),

@@ -51,12 +51,15 @@ FREE_TYPES = frozenset({
     "aws:cloudwatch/logStream:LogStream", "aws:s3/bucketLogging:BucketLogging",
     "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration",
     "aws:route53/resolverRuleAssociation:ResolverRuleAssociation",
+    "aws:acm/certificate:Certificate", "aws:acm/certificateValidation:CertificateValidation",  # public ACM: free
 })  # fmt: skip
 # Priced per request or invocation: at this platform's volumes a few dollars at most, and
 # not in the usage file; listed with the unpriced so the total never hides them.
 REQUEST_PRICED = frozenset({
     "aws:lambda/function:Function", "aws:sqs/queue:Queue", "aws:sns/topic:Topic", "aws:cloudfront/function:Function",
+    "aws:route53/record:Record",  # queries; the hosted zone is not this stack's
 })  # fmt: skip
+ALB_INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"  # the AWS Load Balancer Controller makes an ALB per group
 
 
 class UsageError(ValueError):
@@ -217,6 +220,10 @@ class _Pricer:
             return self.item("alb-hour") * hours, "load balancer hours (LCUs not estimated)"
         if kind == "aws:kms/key:Key":
             return self.item("kms-key-month"), "one customer managed key"
+        if kind == "aws:wafv2/webAcl:WebAcl":
+            rules = len(inputs.get("rules") or [])
+            return (self.item("waf-web-acl-month") + rules * self.item("waf-rule-month"),
+                    f"web ACL with {rules} rules (requests not estimated)")  # fmt: skip
         if kind == "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream":
             daily = self.usage.firehose_gb_per_day.get(name, 0.0)
             if not daily:
@@ -309,12 +316,27 @@ class _Pricer:
                 f"{self.usage.spot_discount:.0%} + {disk} GiB gp3 each")  # fmt: skip
 
 
+def _alb_group(resource: dict[str, Any]) -> str | None:
+    inputs = resource.get("inputs") or {}
+    if (inputs.get("spec") or {}).get("ingressClassName") != "alb":
+        return None
+    annotations = (inputs.get("metadata") or {}).get("annotations") or {}
+    return annotations.get("alb.ingress.kubernetes.io/group.name") or resource["name"]
+
+
 def estimate(plan: dict[str, Any], catalog: dict[str, Any], usage: Usage) -> Estimate:
     pricer = _Pricer(plan, catalog, usage)
     lines: list[Line] = []
     unpriced: list[dict[str, str]] = []
+    alb_groups: set[str] = set()
     for resource in plan["resources"]:
         kind = resource["type"]
+        if kind == ALB_INGRESS and (group := _alb_group(resource)) is not None and group not in alb_groups:
+            alb_groups.add(group)  # Ingresses of one group share one ALB, priced once
+            lines.append(Line(pricer.component(resource), resource["name"], "aws:lb/loadBalancer:LoadBalancer (ingress)",
+                              round(pricer.item("alb-hour") * pricer.hours, 2),
+                              f"the ALB of ingress group {group} (LCUs not estimated)"))  # fmt: skip
+            continue
         if not resource["custom"] or kind.startswith(("pulumi:providers:", "kubernetes:")) or kind in FREE_TYPES:
             continue
         component = pricer.component(resource)

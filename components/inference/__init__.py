@@ -190,6 +190,7 @@ def serving_targets(config: PlatformConfig) -> dict[str, manifests.TargetCluster
             egress_cidrs=tuple(str(c) for c in [config.network.vpc_cidr, *config.inference.egress_cidrs]),
             client_cidrs=tuple(str(c) for c in config.vpn.on_prem_cidrs)
             if config.vpn is not None and "inference" in config.vpn.access else (),
+            load_balancer_cidrs=load_balancer_cidrs(config),
         )
     }
     cloud = config.private_cloud
@@ -203,6 +204,19 @@ def serving_targets(config: PlatformConfig) -> dict[str, manifests.TargetCluster
             image_pull_secret=cloud.image_pull_secret,
         )
     return targets
+
+
+def load_balancer_cidrs(config: PlatformConfig) -> tuple[str, ...]:
+    """The subnets the EKS ingress's ALB lives in: public when internet-facing, private when internal."""
+    entry = config.inference.ingress.eks
+    if entry is None:
+        return ()
+    from components.network.cidr import allocate_subnets
+
+    tier = "public" if entry.scheme == "internet-facing" else "private"
+    network = config.network
+    plans = allocate_subnets(network.vpc_cidr, network.availability_zones, network.subnet_prefix_lengths(), network.az_slots)
+    return tuple(str(plan.cidr) for plan in plans if plan.tier == tier)
 
 
 def jwt_key_material(config: PlatformConfig) -> str | None:

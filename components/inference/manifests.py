@@ -43,6 +43,7 @@ class TargetCluster:
     egress_cidrs: tuple[str, ...] = ()
     image_pull_secret: str | None = None
     client_cidrs: tuple[str, ...] = ()  # networks that call the servers directly (the private cloud, over the VPN)
+    load_balancer_cidrs: tuple[str, ...] = ()  # where the ALB's nodes sit (EKS, IP targets): exposed deployments only
 
 
 def labels(deployment: str, version: str) -> dict[str, str]:
@@ -267,6 +268,8 @@ def network_policy(deployment: ModelDeploymentConfig, config: InferenceConfig, t
     sources: list[dict[str, Any]] = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
                                             for ns in (config.ingress_namespace, config.prometheus_namespace)]  # fmt: skip
     sources += [{"ipBlock": {"cidr": cidr}} for cidr in target.client_cidrs]
+    if deployment.expose:  # the load balancer reaches the pods directly (IP targets), and health-checks them
+        sources += [{"ipBlock": {"cidr": cidr}} for cidr in target.load_balancer_cidrs]
     egress: list[dict[str, Any]] = [{
         "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],

@@ -43,7 +43,8 @@ class TieredStorage(PlatformComponent):
     The hot tier (node-local disks) is part of the GPU nodes' launch templates
     (``components/gpu``); its sizes come from the same config (:mod:`components.storage.shipping`).
 
-    Outputs: ``bucket_names`` (class → name), ``stream_name``, ``kms_key_arn``.
+    Outputs: ``bucket_names`` (class → name), ``stream_name``, ``kms_key_arn``; ``access_log_bucket``
+    (SSE-S3: S3 server access logs, and load balancer access logs under ``alb/``).
     """
 
     def __init__(self, name: str, args: TieredStorageArgs, tags: TagContext, provider: aws.Provider,
@@ -80,11 +81,13 @@ class TieredStorage(PlatformComponent):
                 aws.s3.BucketObjectLockConfiguration(self.child_name(data_class), bucket=bucket.id,
                                                      **lifecycle.to_pulumi(lock), opts=self.child_opts())  # fmt: skip
             self.buckets[data_class] = bucket
+        elb = aws.elb.get_service_account_output(opts=pulumi.InvokeOutputOptions(parent=self, provider=provider))
         aws.s3.BucketPolicy(
             self.child_name("access-logs"), bucket=access_logs.id,
-            policy=pulumi.Output.all(access_logs.arn, identity.account_id, *[b.arn for b in self.buckets.values()]).apply(
-                lambda v: json.dumps(lifecycle.access_log_bucket_policy(v[0], v[1], v[2:]))),
+            policy=pulumi.Output.all(access_logs.arn, identity.account_id, elb.id, *[b.arn for b in self.buckets.values()]
+                                     ).apply(lambda v: json.dumps(lifecycle.access_log_bucket_policy(v[0], v[1], v[3:], v[2]))),
             opts=self.child_opts())  # fmt: skip
+        self.access_log_bucket = access_logs  # load balancers log here too (ingress)
 
         stream = self._firehose(args, key)
         self.metric_alarms(args.name_prefix, firehose_alarms(stream.name, config.firehose.buffering_interval_seconds),

@@ -70,8 +70,15 @@ def tls_only_policy(bucket_arn: str) -> dict[str, Any]:
     }]}  # fmt: skip
 
 
-def access_log_bucket_policy(bucket_arn: str, account_id: str, source_bucket_arns: Sequence[str]) -> dict[str, Any]:
-    """S3 server access logging may write here, for our buckets only; TLS only for everyone else."""
+LOAD_BALANCER_LOG_PREFIX = "alb"  # load balancers' access logs, under <prefix>/AWSLogs/<account>/
+
+
+def access_log_bucket_policy(bucket_arn: str, account_id: str, source_bucket_arns: Sequence[str],
+                             elb_account_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """S3 server access logging may write here, for our buckets only; with ``elb_account_id``, this
+    region's Elastic Load Balancing may write load balancer access logs of this account under
+    ``alb/`` (ELB can't write to SSE-KMS buckets, so they share this SSE-S3 one); TLS only for
+    everyone else."""
     policy = tls_only_policy(bucket_arn)
     policy["Statement"].append({
         "Sid": "S3ServerAccessLogs", "Effect": "Allow", "Principal": {"Service": "logging.s3.amazonaws.com"},
@@ -79,6 +86,14 @@ def access_log_bucket_policy(bucket_arn: str, account_id: str, source_bucket_arn
         "Condition": {"StringEquals": {"aws:SourceAccount": account_id},
                       "ArnLike": {"aws:SourceArn": list(source_bucket_arns)}},
     })  # fmt: skip
+    if elb_account_id is not None:
+        # Regions older than August 2022 deliver as ELB's regional account, newer ones as the service.
+        policy["Statement"].append({
+            "Sid": "LoadBalancerAccessLogs", "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{elb_account_id}:root",
+                          "Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+            "Action": "s3:PutObject", "Resource": f"{bucket_arn}/{LOAD_BALANCER_LOG_PREFIX}/AWSLogs/{account_id}/*",
+        })  # fmt: skip
     return policy
 
 
