@@ -30,7 +30,7 @@ def test_each_stack_has_a_budget_on_its_own_spend_notifying_finance(plans, stack
     assert budget["costFilters"] == [{"name": "TagKeyValue", "values": [f"user:environment${stack}"]}]
     kinds = {(n["notificationType"], n["threshold"]) for n in budget["notifications"]}
     assert ("FORECASTED", 100) in kinds and all(n["subscriberSnsTopicArns"] for n in budget["notifications"])
-    limits = {"dev": "400.00", "staging": "1500.00", "prod": "5000.00"}
+    limits = {"dev": "450.00", "staging": "1500.00", "prod": "5000.00"}
     assert budget["limitAmount"] == limits[stack]
     subscriptions = plan.of_type("aws:sns/topicSubscription:TopicSubscription")
     assert subscriptions and all(s.inputs["protocol"] == "email" for s in subscriptions)
