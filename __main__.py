@@ -121,6 +121,7 @@ if config.mirror is not None:
         **placement,
     )
     pulumi.export("modelMirrorUrl", mirror.public_url)
+    pulumi.export("modelMirrorSigningKeyArn", mirror.signing_key_arn)  # its public key verifies the manifests
 if config.cost is not None:
     cost = CostGuardrails(
         "cost",

@@ -147,6 +147,9 @@ def eks_cluster(props: Mapping[str, Any], private_in: Sequence[str]) -> list[str
 
 
 def kms_rotation(props: Mapping[str, Any]) -> list[str]:
+    """Symmetric keys rotate. KMS can't rotate asymmetric keys (signing keys): those are exempt."""
+    if props.get("keyUsage") == "SIGN_VERIFY" or str(props.get("customerMasterKeySpec", "SYMMETRIC_DEFAULT")) != "SYMMETRIC_DEFAULT":
+        return []
     return [] if props.get("enableKeyRotation") is True else ["key rotation is off"]
 
 

@@ -52,6 +52,7 @@ FREE_TYPES = frozenset({
     "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration",
     "aws:route53/resolverRuleAssociation:ResolverRuleAssociation",
     "aws:acm/certificate:Certificate", "aws:acm/certificateValidation:CertificateValidation",  # public ACM: free
+    "aws:kms/alias:Alias",
 })  # fmt: skip
 # Priced per request or invocation: at this platform's volumes a few dollars at most, and
 # not in the usage file; listed with the unpriced so the total never hides them.

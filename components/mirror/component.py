@@ -107,7 +107,7 @@ class ModelMirror(PlatformComponent):
 
         self.bucket_name = bucket.bucket
         self.distribution_domain = distribution.domain_name
-        self.register_outputs({"publicUrl": self.public_url, "bucket": self.bucket_name,
+        self.register_outputs({"publicUrl": self.public_url, "bucket": self.bucket_name, "signingKeyArn": self.signing_key_arn,
                                "distributionDomain": self.distribution_domain, "image": image_ref})  # fmt: skip
 
     # -- storage -----------------------------------------------------------------------
@@ -201,6 +201,7 @@ class ModelMirror(PlatformComponent):
                             opts=self.child_opts())  # fmt: skip
         aws.iam.RolePolicy(self.child_name("sync-write"), role=role.id, policy=bucket.arn.apply(policies.writer_policy),
                            opts=self.child_opts())  # fmt: skip
+        key = self._signing_key(role)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.eks_provider)
         namespace = k8s.core.v1.Namespace(self.child_name("namespace"), metadata=policies.namespace_metadata(),
                                           opts=k8s_opts)  # fmt: skip
@@ -208,11 +209,27 @@ class ModelMirror(PlatformComponent):
         account = policies.sync_service_account(role.arn)
         k8s.core.v1.ServiceAccount(self.child_name("sync"), metadata=account["metadata"],
                                    automount_service_account_token=False, opts=after)  # fmt: skip
-        job = policies.sync_cronjob(args.config, image_ref, bucket.bucket, upstream=args.config.upstream)
+        job = policies.sync_cronjob(args.config, image_ref, bucket.bucket, upstream=args.config.upstream, signing_key=key.arn)
         k8s.batch.v1.CronJob(self.child_name("sync"), metadata=job["metadata"], spec=job["spec"], opts=after)
         policy = policies.sync_network_policy()
         k8s.networking.v1.NetworkPolicy(self.child_name("sync"), metadata=policy["metadata"], spec=policy["spec"],
                                         opts=after)  # fmt: skip
+
+    def _signing_key(self, sync_role: aws.iam.Role) -> aws.kms.Key:
+        """An asymmetric key that signs each published manifest (P-256; asymmetric keys don't rotate:
+        a new key means a new public key for the servers)."""
+        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self, provider=self._provider))
+        key = aws.kms.Key(
+            self.child_name("signing"), description="Signs the model mirror's revision manifests",
+            key_usage="SIGN_VERIFY", customer_master_key_spec="ECC_NIST_P256", enable_key_rotation=False,
+            policy=pulumi.Output.all(identity.account_id, sync_role.arn).apply(lambda v: policies.signing_key_policy(*v)),
+            tags=self.tags("signing"), opts=self.child_opts())  # fmt: skip
+        aws.kms.Alias(self.child_name("signing"), name=f"alias/{self._args.bucket_name}-signing", target_key_id=key.key_id,
+                      opts=self.child_opts())  # fmt: skip
+        aws.iam.RolePolicy(self.child_name("sync-sign"), role=sync_role.id, policy=key.arn.apply(policies.signer_policy),
+                           opts=self.child_opts())  # fmt: skip
+        self.signing_key_arn = key.arn
+        return key
 
     def _private_cloud_mirror(self, image_ref: pulumi.Output[str]) -> None:
         args = self._args

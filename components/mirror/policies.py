@@ -100,6 +100,29 @@ def reader_policy(bucket_arn: str) -> str:
     ]})  # fmt: skip
 
 
+# What a key administrator may do to the signing key: everything but use it (no kms:Sign, so
+# no identity policy in the account can grant signing; only the key policy's sync role signs).
+_KEY_ADMIN = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*",
+              "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource",
+              "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"]  # fmt: skip
+
+
+def signing_key_policy(account_id: str, sync_role_arn: str) -> str:
+    """The manifest-signing key: only the sync role signs; anyone in the account may verify."""
+    root = {"AWS": f"arn:aws:iam::{account_id}:root"}
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "AccountAdministersButCannotSign", "Effect": "Allow", "Principal": root, "Action": _KEY_ADMIN, "Resource": "*"},
+        {"Sid": "SyncSigns", "Effect": "Allow", "Principal": {"AWS": sync_role_arn}, "Action": "kms:Sign", "Resource": "*"},
+        {"Sid": "PlatformVerifies", "Effect": "Allow", "Principal": root,
+         "Action": ["kms:Verify", "kms:GetPublicKey", "kms:DescribeKey"], "Resource": "*"},
+    ]})  # fmt: skip
+
+
+def signer_policy(key_arn: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "SignManifests", "Effect": "Allow", "Action": "kms:Sign", "Resource": key_arn}]})  # fmt: skip
+
+
 def writer_policy(bucket_arn: str) -> str:
     """The sync job: the only principal that writes (no delete: blobs are content-addressed)."""
     return json.dumps({"Version": "2012-10-17", "Statement": [
@@ -175,9 +198,13 @@ def _cronjob(name: str, config: MirrorConfig, pod: dict[str, Any]) -> dict[str, 
     }  # fmt: skip
 
 
-def sync_cronjob(config: MirrorConfig, image: Any, bucket: Any, upstream: str) -> dict[str, Any]:
-    """The scheduled sync on EKS: writes the bucket through IRSA (the only writer)."""
+def sync_cronjob(config: MirrorConfig, image: Any, bucket: Any, upstream: str, signing_key: Any = None) -> dict[str, Any]:
+    """The scheduled sync on EKS: writes the bucket through IRSA (the only writer) and signs each
+    manifest with the KMS key (``signing_key``: its ARN)."""
     env = [{"name": "MIRROR_BUCKET", "value": bucket}, {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
+    if signing_key is not None:
+        env.append({"name": "MIRROR_SIGNING_KEY",
+                    "value": signing_key.apply(lambda arn: f"kms:{arn}") if hasattr(signing_key, "apply") else f"kms:{signing_key}"})
     return _cronjob("mirror-sync", config, _sync_pod(config, image, env, upstream, SYNC_SERVICE_ACCOUNT))
 
 

@@ -65,10 +65,14 @@ def sync(
     ),
     workers: Annotated[int, typer.Option(min=1, max=32, help="Files transferred at once.")] = 4,
     progress: Annotated[bool, typer.Option(help="Progress bars (off in logs).")] = True,
+    signing_key: Annotated[str | None, typer.Option(
+        envvar="MIRROR_SIGNING_KEY",
+        help="Sign each manifest: kms:<key id or ARN> (AWS), or file:<PEM P-256 private key> (on premises).")] = None,
 ) -> None:
-    """Pull revisions from upstream, verify every file, publish each atomically."""
+    """Pull revisions from upstream, verify every file, sign and publish each atomically."""
     from .sync import SyncError, sync_revision
 
+    signer = _signer(signing_key) if signing_key else None
     if revision is not None and len(repo) != 1:
         raise typer.BadParameter("--revision goes with a single --repo; use ORG/NAME@REVISION for several")
     specs = [(repo[0], revision)] if revision is not None else [_parse_spec(s) for s in repo]
@@ -79,7 +83,8 @@ def sync(
                         console=err, disable=not progress, transient=True)  # fmt: skip
         try:
             with bars:
-                report = sync_revision(store, name, rev, upstream=upstream, workers=workers, progress=_per_file(bars))
+                report = sync_revision(store, name, rev, upstream=upstream, workers=workers, progress=_per_file(bars),
+                                       signer=signer)  # fmt: skip
         except SyncError as exc:
             failed += 1
             err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
@@ -92,21 +97,53 @@ def sync(
         raise typer.Exit(1)
 
 
+def _signer(spec: str):
+    from pathlib import Path
+
+    from .signing import KmsSigner, LocalSigner, SignatureError
+
+    kind, _, where = spec.partition(":")
+    if kind == "kms" and where:
+        import boto3
+
+        return KmsSigner(key_id=where, client=boto3.client("kms"))
+    if kind == "file" and where:
+        try:
+            return LocalSigner(Path(where).read_text(encoding="utf-8"))
+        except (OSError, ValueError, SignatureError) as exc:
+            raise typer.BadParameter(f"--signing-key {spec}: {exc}") from exc
+    raise typer.BadParameter(f"--signing-key {spec!r}: expected kms:<key id or ARN> or file:<path to a PEM key>")
+
+
 @app.command()
 def verify(
     bucket: Bucket,
     repo: Annotated[list[str] | None, typer.Option("--repo", help="Only these repos (default: all).")] = None,
+    signatures: Annotated[bool, typer.Option("--signatures", help="Check each revision's signature instead.")] = False,
+    public_key: Annotated[str | None, typer.Option(
+        envvar="MIRROR_PUBLIC_KEY_FILE", help="PEM public key the signatures must verify with (--signatures).")] = None,
 ) -> None:
-    """Re-hash every stored blob the published revisions list; exit 1 on damage."""
+    """Re-hash every stored blob the published revisions list (or, with --signatures, check every
+    revision's signature); exit 1 on damage."""
     from .sync import verify as verify_store
+    from .sync import verify_signatures
 
-    checked, damage = verify_store(_store(bucket), repo or None)
+    if signatures:
+        if not public_key:
+            raise typer.BadParameter("--signatures needs --public-key (the PEM file of the signing key's public half)")
+        from pathlib import Path
+
+        checked, damage = verify_signatures(_store(bucket), Path(public_key).read_text(encoding="utf-8"), repo or None)
+        what = "revision signatures"
+    else:
+        checked, damage = verify_store(_store(bucket), repo or None)
+        what = "blobs"
     if not damage:
-        out.print(f"{checked} blobs verified, no damage", soft_wrap=True)
+        out.print(f"{checked} {what} verified, no damage", soft_wrap=True)
         return
     _print_rows(("repo", "commit", "file", "problem"),
                 [(item.repo, item.commit, item.path, item.problem) for item in damage])  # fmt: skip
-    err.print(f"[red]{len(damage)} damaged file(s)[/] in {checked} blobs checked")
+    err.print(f"[red]{len(damage)} problem(s)[/] in {checked} {what} checked")
     raise typer.Exit(1)
 
 

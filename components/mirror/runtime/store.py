@@ -111,6 +111,16 @@ class MirrorStore:
     def put_manifest(self, manifest: RevisionManifest) -> None:
         self._write_text(revision_key(manifest.repo, manifest.commit), manifest.to_json(), "application/json")
 
+    def manifest_text(self, repo: str, commit: str) -> str | None:
+        """The manifest exactly as stored: what its signature signs."""
+        return self._read_text(revision_key(repo, commit))
+
+    def signature(self, repo: str, commit: str) -> str | None:
+        return self._read_text(revision_key(repo, commit) + ".sig")
+
+    def put_signature(self, repo: str, commit: str, document: str) -> None:
+        self._write_text(revision_key(repo, commit) + ".sig", document, "application/json")
+
     def ref(self, repo: str, name: str) -> str | None:
         return self._read_text(ref_key(repo, name))
 
@@ -131,7 +141,7 @@ class MirrorStore:
 
     def commits(self, repo: str) -> list[str]:
         prefix = f"repos/{check_repo(repo)}/revisions/"
-        return sorted(key[len(prefix):].removesuffix(".json") for key in self._keys(prefix))
+        return sorted(key[len(prefix):].removesuffix(".json") for key in self._keys(prefix) if key.endswith(".json"))
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
 
+from . import signing
 from .layout import COMMIT, FileEntry, RevisionManifest, check_path, check_ref, check_repo
+from .signing import Signer
 from .store import MirrorStore
 
 SPOOL_BYTES = 8 * 1024 * 1024  # files beyond this spill to disk while they are hashed
@@ -97,8 +99,13 @@ def sync_revision(
     workers: int = 4,
     progress: Progress = lambda path, moved, size: None,
     token: str | bool | None = None,
+    signer: Signer | None = None,
 ) -> SyncReport:
-    """Mirror ``repo`` at ``revision`` (a commit, branch or tag) and publish it."""
+    """Mirror ``repo`` at ``revision`` (a commit, branch or tag) and publish it.
+
+    With ``signer``, the manifest is signed before any name points at it: a client that
+    resolves a name only ever finds a signed revision.
+    """
     import httpx
     from huggingface_hub import HfApi, hf_hub_url
     from huggingface_hub.utils import build_hf_headers
@@ -158,6 +165,8 @@ def sync_revision(
         published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), upstream=upstream, refs=names,
     )  # fmt: skip
     store.put_manifest(manifest)  # first the revision, complete ...
+    if signer is not None:  # ... signed (over the bytes as stored) ...
+        store.put_signature(repo, commit, signing.sign(manifest.to_json().encode("utf-8"), signer))
     for name in names:
         store.put_ref(repo, name, commit)  # ... then the name clients resolve
         report.published_refs.append(name)
@@ -187,6 +196,22 @@ def verify(store: MirrorStore, repos: list[str] | None = None, progress: Progres
                 if checked[entry.sha256]:
                     damage.append(Damage(repo, commit, entry.path, checked[entry.sha256] or ""))
     return len(checked), damage
+
+
+def verify_signatures(store: MirrorStore, public_key_pem: str, repos: list[str] | None = None) -> tuple[int, list[Damage]]:
+    """Check every published revision's signature with the public key. Returns (revisions checked, damage)."""
+    damage: list[Damage] = []
+    checked = 0
+    for repo in repos or store.repos():
+        for commit in store.commits(repo):
+            checked += 1
+            text = store.manifest_text(repo, commit)
+            try:
+                signing.verify((text or "").encode("utf-8"), store.signature(repo, commit), public_key_pem,
+                               f"{repo}@{commit}")  # fmt: skip
+            except signing.SignatureError as exc:
+                damage.append(Damage(repo, commit, "-", str(exc).split(": ", 1)[1]))
+    return checked, damage
 
 
 def _rehash(store: MirrorStore, entry: FileEntry, progress: Progress) -> str | None:
