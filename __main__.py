@@ -108,10 +108,7 @@ root = Path(__file__).resolve().parent
 private_cloud = private_cloud_provider(config)
 k8s_targets = {"eks_provider": cluster.k8s_provider, "oidc_provider_arn": cluster.oidc_provider_arn,
                "oidc_issuer": cluster.oidc_issuer}  # fmt: skip
-image, serving = deploy_models(config, tags=tags, provider=aws_provider, project_root=root, private_cloud_provider=private_cloud,
-                               eks_crds=monitoring.stack_release, **k8s_targets)  # fmt: skip
-pulumi.export("modelEndpoints", expose_models(config, serving, image.version, tags, aws_provider, cluster, network.vpc_id,
-                                             storage.access_log_bucket.bucket, private_cloud))  # fmt: skip
+mirror = None
 if config.mirror is not None:
     bucket_name = resource_name(tags.project, config.environment, "model-mirror")
     mirror = ModelMirror(
@@ -122,6 +119,11 @@ if config.mirror is not None:
     )
     pulumi.export("modelMirrorUrl", mirror.public_url)
     pulumi.export("modelMirrorSigningKeyArn", mirror.signing_key_arn)  # its public key verifies the manifests
+image, serving = deploy_models(config, tags=tags, provider=aws_provider, project_root=root, private_cloud_provider=private_cloud,
+                               eks_crds=monitoring.stack_release, **k8s_targets,
+                               mirror_public_key=mirror.signing_public_key if mirror is not None else None)  # fmt: skip
+pulumi.export("modelEndpoints", expose_models(config, serving, image.version, tags, aws_provider, cluster, network.vpc_id,
+                                             storage.access_log_bucket.bucket, private_cloud))  # fmt: skip
 if config.cost is not None:
     cost = CostGuardrails(
         "cost",

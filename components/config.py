@@ -725,6 +725,11 @@ class InferenceConfig(ConfigModel):
     hf_endpoint: str | None = Field(
         default=None, pattern=r"^https?://", description="Model mirror URL given to servers as HF_ENDPOINT."
     )
+    mirror_public_key: str | None = Field(
+        default=None, pattern=r"^-----BEGIN PUBLIC KEY-----",
+        description="PEM public key of the mirror's manifest signer, when the mirror is another stack's "
+                    "(this stack's platform:mirror key is used otherwise): servers verify every download through it.",
+    )  # fmt: skip
     mirror_bucket: str | None = Field(
         default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
         description="S3 bucket of the model mirror; EKS servers get read access through IRSA.",
@@ -1688,6 +1693,11 @@ class PlatformConfig(ConfigModel):
         auth = self.inference.auth
         if auth is not None and auth.algorithm == "HS256" and self.inference_jwt_secret is None:
             problems.append((("inferenceJwtSecret",), None, "is required for inference.auth.algorithm HS256"))
+        for index, deployment in enumerate(self.inference.deployments):
+            if deployment.model_id and self.mirror is None and self.inference.mirror_public_key is None:
+                problems.append((("inference", "mirrorPublicKey"), None,
+                                 f"is required: deployments[{index}] downloads {deployment.model_id} and servers trust "
+                                 "a download only through the mirror's signature (or add platform:mirror here)"))  # fmt: skip
         private_entry = self.inference.ingress.private_cloud
         if private_entry is not None and private_entry.cert_manager_issuer is None:
             for key in ("privateCloudTlsCertificate", "privateCloudTlsKey"):

@@ -471,7 +471,32 @@ def test_downloading_servers_need_egress_to_the_mirror():
             "https://models.example.com") in _problems(raw, keys)
     raw, keys = _raw("dev", inference={"auth": AUTH, "hfEndpoint": "https://models.example.com",
                                        "egressCidrs": ["0.0.0.0/0"], "deployments": [model]})  # fmt: skip
+    # dev has no mirror of its own: its servers need the other stack's signing key to trust a download
+    assert ("platform:inference.mirrorPublicKey = null: is required: deployments[0] downloads a/b and servers trust "
+            "a download only through the mirror's signature") in _problems(raw, keys)
+    raw, keys = _raw("dev", inference={"auth": AUTH, "hfEndpoint": "https://models.example.com", "egressCidrs": ["0.0.0.0/0"],
+                                       "mirrorPublicKey": "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n",
+                                       "deployments": [model]})  # fmt: skip
     parse_config(raw, keys, "stacks/Pulumi.dev.yaml")  # accepted
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod", "hybrid"])
+def test_downloading_servers_verify_the_mirror_signature(all_plans, stack):
+    """Every server that downloads mounts the mirror's public key and is told to verify with it."""
+    plan = all_plans[stack]
+    keys = [r for r in plan.of_type("kubernetes:core/v1:ConfigMap") if r.name.endswith("-mirror-signing-key")]
+    assert keys and all(r.inputs["metadata"]["name"] == manifests.MIRROR_KEY_CONFIG_MAP for r in keys)
+    assert all(set(r.inputs["data"]) == {"key.pem"} for r in keys)  # KMS's public key: known once the key exists
+    checked = 0
+    for resource in _deployments(plan):
+        settings = plan.named(resource.name.removesuffix("-deployment") + "-configmap")
+        if "MODEL_ID" not in settings.inputs["data"]:
+            continue
+        assert settings.inputs["data"]["MIRROR_PUBLIC_KEY_FILE"] == f"{manifests.MIRROR_KEY_PATH}/key.pem"
+        volumes = {v["name"]: v for v in resource.inputs["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["mirror-key"]["configMap"]["name"] == manifests.MIRROR_KEY_CONFIG_MAP
+        checked += 1
+    assert checked
 
 
 @pytest.mark.parametrize("stack", ALL)

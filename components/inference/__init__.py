@@ -112,6 +112,7 @@ class ModelServingArgs:
     oidc_provider_arn: pulumi.Input[str] | None = None  # EKS: IRSA for the mirror bucket
     oidc_issuer: pulumi.Input[str] | None = None
     crds: pulumi.Resource | None = None  # what installs the CRDs its ServiceMonitors need (EKS: the Prometheus stack)
+    mirror_public_key: pulumi.Input[str] | None = None  # PEM: servers trust mirrored models through its signatures
 
 
 class ModelServing(PlatformComponent):
@@ -131,12 +132,15 @@ class ModelServing(PlatformComponent):
         self._apply("service-account", manifests.service_account(config, role_arn), after_namespace)
         self._apply("auth", manifests.auth_secret(config, pulumi.Output.secret(args.jwt_key)), after_namespace)
         self._apply("default-deny", manifests.default_deny(config), after_namespace)
+        key = args.mirror_public_key is not None
+        if any(manifests.signs(d, key) for d in args.deployments):
+            self._apply("mirror-signing-key", manifests.mirror_key_config_map(config, args.mirror_public_key), after_namespace)
         self.deployments: dict[str, str] = {}
         for deployment in args.deployments:
             objects = [
-                manifests.config_map(deployment, config, args.version),
+                manifests.config_map(deployment, config, args.version, key),
                 manifests.deployment_manifest(deployment, config, args.target,
-                                              args.image_refs[deployment.variant], args.version),  # fmt: skip
+                                              args.image_refs[deployment.variant], args.version, key),  # fmt: skip
                 manifests.service(deployment, config, args.version),
                 manifests.autoscaler(deployment, config, args.version),
                 manifests.disruption_budget(deployment, config, args.version),
@@ -233,6 +237,7 @@ def jwt_key_material(config: PlatformConfig) -> str | None:
 def deploy_models(config: PlatformConfig, tags: TagContext, provider: aws.Provider, project_root: Path,
                   eks_provider: k8s.Provider, oidc_provider_arn: pulumi.Input[str], oidc_issuer: pulumi.Input[str],
                   private_cloud_provider: k8s.Provider | None = None, eks_crds: pulumi.Resource | None = None,
+                  mirror_public_key: pulumi.Input[str] | None = None,
                   ) -> tuple[InferenceImage, dict[str, ModelServing]]:  # fmt: skip
     """The image, built once per variant the stack deploys, and the model servers on each
     cluster that has deployments: EKS, and the private cloud when configured."""
@@ -258,7 +263,8 @@ def deploy_models(config: PlatformConfig, tags: TagContext, provider: aws.Provid
             ModelServingArgs(config=config.inference, deployments=deployments, target=target,
                              k8s_provider=k8s_providers[target_name], image_refs=image.refs, version=image.version,
                              jwt_key=jwt_key_material(config), oidc_provider_arn=oidc_arn, oidc_issuer=issuer,
-                             crds=eks_crds if target_name == "eks" else None),
+                             crds=eks_crds if target_name == "eks" else None,
+                             mirror_public_key=mirror_public_key or config.inference.mirror_public_key),
             tags=tags, provider=provider,
         )  # fmt: skip
     return image, serving

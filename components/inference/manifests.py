@@ -96,7 +96,23 @@ def default_deny(config: InferenceConfig) -> dict[str, Any]:
 # --------------------------------------------------------------------------- per model deployment
 
 
-def server_environment(deployment: ModelDeploymentConfig, config: InferenceConfig) -> dict[str, str]:
+MIRROR_KEY_CONFIG_MAP = "mirror-signing-key"  # the mirror's public key: servers verify its manifest signatures
+MIRROR_KEY_PATH = "/var/run/mirror-signing"
+
+
+def signs(deployment: ModelDeploymentConfig, mirror_key: bool) -> bool:
+    """Whether this deployment's download is trusted only through the mirror's signature."""
+    return mirror_key and deployment.model_id is not None
+
+
+def mirror_key_config_map(config: InferenceConfig, public_key_pem: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": MIRROR_KEY_CONFIG_MAP, "namespace": config.namespace,
+                         "labels": {"app.kubernetes.io/part-of": "gpu-inference-platform"}},
+            "data": {"key.pem": public_key_pem}}  # fmt: skip
+
+
+def server_environment(deployment: ModelDeploymentConfig, config: InferenceConfig, mirror_key: bool = False) -> dict[str, str]:
     """The ConfigMap: inference-server's options by their environment variables (its cli.py)."""
     server = deployment.server
     env = {
@@ -121,6 +137,8 @@ def server_environment(deployment: ModelDeploymentConfig, config: InferenceConfi
         assert deployment.model_id and deployment.revision and config.hf_endpoint  # checked by the config model
         env |= {"MODEL_ID": deployment.model_id, "MODEL_REVISION": deployment.revision,
                 "HF_ENDPOINT": config.hf_endpoint, "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
+        if signs(deployment, mirror_key):
+            env["MIRROR_PUBLIC_KEY_FILE"] = f"{MIRROR_KEY_PATH}/key.pem"
     if config.auth is not None:
         env |= {"JWT_ALGORITHM": config.auth.algorithm, "JWT_AUDIENCE": config.auth.audience,
                 "JWT_ISSUER": config.auth.issuer, "JWT_KEY_FILE": "/var/run/secrets/inference-auth/jwt-key"}  # fmt: skip
@@ -133,9 +151,10 @@ def server_environment(deployment: ModelDeploymentConfig, config: InferenceConfi
     return env
 
 
-def config_map(deployment: ModelDeploymentConfig, config: InferenceConfig, version: str) -> dict[str, Any]:
+def config_map(deployment: ModelDeploymentConfig, config: InferenceConfig, version: str,
+               mirror_key: bool = False) -> dict[str, Any]:  # fmt: skip
     return _object("v1", "ConfigMap", f"{deployment.name}-settings", config.namespace,
-                   labels(deployment.name, version), data=server_environment(deployment, config))  # fmt: skip
+                   labels(deployment.name, version), data=server_environment(deployment, config, mirror_key))  # fmt: skip
 
 
 def termination_grace_seconds(deployment: ModelDeploymentConfig) -> int:
@@ -152,7 +171,7 @@ def _scheduling(deployment: ModelDeploymentConfig, target: TargetCluster) -> dic
 
 
 def deployment_manifest(deployment: ModelDeploymentConfig, config: InferenceConfig, target: TargetCluster,
-                        image: Any, version: str) -> dict[str, Any]:  # fmt: skip
+                        image: Any, version: str, mirror_key: bool = False) -> dict[str, Any]:  # fmt: skip
     """The Deployment: ``image`` must be ``<repository>@sha256:<digest>`` (see image.pinned_ref)."""
     resources: dict[str, dict[str, Any]] = {
         "requests": {"cpu": deployment.resources.cpu, "memory": deployment.resources.memory},
@@ -191,6 +210,9 @@ def deployment_manifest(deployment: ModelDeploymentConfig, config: InferenceConf
         container["volumeMounts"].append({"name": "auth", "mountPath": "/var/run/secrets/inference-auth",
                                           "readOnly": True})  # fmt: skip
         volumes.append({"name": "auth", "secret": {"secretName": AUTH_SECRET, "defaultMode": 0o440}})
+    if signs(deployment, mirror_key):
+        container["volumeMounts"].append({"name": "mirror-key", "mountPath": MIRROR_KEY_PATH, "readOnly": True})
+        volumes.append({"name": "mirror-key", "configMap": {"name": MIRROR_KEY_CONFIG_MAP}})
     spread_labels = {"matchLabels": selector(deployment.name)}
     pod_spec: dict[str, Any] = {
         "serviceAccountName": SERVICE_ACCOUNT,

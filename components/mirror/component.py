@@ -229,6 +229,9 @@ class ModelMirror(PlatformComponent):
         aws.iam.RolePolicy(self.child_name("sync-sign"), role=sync_role.id, policy=key.arn.apply(policies.signer_policy),
                            opts=self.child_opts())  # fmt: skip
         self.signing_key_arn = key.arn
+        # What the model servers verify signatures with (PEM; no KMS call at load time).
+        self.signing_public_key = aws.kms.get_public_key_output(
+            key_id=key.arn, opts=pulumi.InvokeOutputOptions(parent=self, provider=self._provider)).public_key_pem
         return key
 
     def _private_cloud_mirror(self, image_ref: pulumi.Output[str]) -> None:

@@ -233,6 +233,22 @@ def create_app(store: MirrorStore, public_url: str | None = None, page_size: int
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    async def signed_manifest(request: Request) -> Response:
+        """The platform's own route: a revision's manifest exactly as stored, and its signature
+        (null when unsigned). Model servers verify both before trusting a downloaded file."""
+        repo, commit = f"{request.path_params['org']}/{request.path_params['name']}", request.path_params["commit"]
+        if not COMMIT.fullmatch(commit):
+            return _error(404, "RevisionNotFound", f"{commit!r} is not a commit")
+        try:
+            text = store.manifest_text(repo, commit)
+        except LayoutError:
+            return _error(404, "RepoNotFound", f"{repo!r} is not a repository name")
+        if text is None:
+            return _error(404, "RevisionNotFound", f"{repo}@{commit} is not published here")
+        return JSONResponse({"repo": repo, "commit": commit, "manifest": text, "signature": store.signature(repo, commit)},
+                            # short: a revision signed later (re-sync) must not stay unsigned at the edge
+                            headers={"Cache-Control": "public, max-age=60"})  # fmt: skip
+
     repo_path = "{org}/{name}"
     return Starlette(routes=[
         Route("/healthz", healthz),
@@ -242,4 +258,5 @@ def create_app(store: MirrorStore, public_url: str | None = None, page_size: int
         Route(f"/api/models/{repo_path}/tree/{{revision}}/{{path:path}}", tree),
         Route(f"/{repo_path}/resolve/{{revision}}/{{path:path}}", resolve_file, methods=["GET", "HEAD"]),
         Route("/blobs/sha256/{sha256}", blob, methods=["GET", "HEAD"]),
+        Route(f"/api/platform/revisions/{repo_path}/{{commit}}", signed_manifest),
     ])  # fmt: skip

@@ -62,6 +62,10 @@ def serve(
     model_id: Annotated[str | None, typer.Option(envvar="MODEL_ID", help="Hub model id (via HF_ENDPOINT).")] = None,
     revision: Annotated[str | None, typer.Option(envvar="MODEL_REVISION", help="Pinned 40-character commit hash.")] = None,
     cache_dir: Annotated[Path, typer.Option(envvar="MODEL_CACHE_DIR", help="Hub cache volume (with --model-id).")] = Path("/models"),
+    mirror_public_key_file: Annotated[Path | None, typer.Option(
+        envvar="MIRROR_PUBLIC_KEY_FILE",
+        help="PEM public key of the mirror's manifest signer: a --model-id download is trusted only through its signature.",
+    )] = None,
     host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
     device: Annotated[str, typer.Option(envvar="DEVICE", help="auto, cpu or cuda.")] = "auto",
@@ -130,8 +134,9 @@ def serve(
         request_timeout_s=request_timeout, grace_period_s=grace_period, auth=auth, quotas=quotas,
     )  # fmt: skip
     try:
-        source = ModelSource(model_dir, model_id, revision, cache_dir)
-    except ValueError as exc:
+        key = mirror_public_key_file.read_text(encoding="utf-8") if mirror_public_key_file is not None else None
+        source = ModelSource(model_dir, model_id, revision, cache_dir, mirror_public_key=key)
+    except (ValueError, OSError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     exit_code = 0
 

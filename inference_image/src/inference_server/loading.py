@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -72,6 +73,8 @@ class ModelSource:
     model_id: str | None = None
     revision: str | None = None
     cache_dir: Path = Path("/models")
+    # The mirror's manifest-signing public key (PEM): hub models are trusted only through it.
+    mirror_public_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.directory is not None:
@@ -102,6 +105,9 @@ def resolve_model_dir(source: ModelSource) -> tuple[Path, Path]:
     assert model_id and revision  # ModelSource checked both
     snapshot = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=str(cache_dir)))
     manifest = cache_dir / "manifests" / repo_folder_name(repo_id=model_id, repo_type="model") / f"{revision}.json"
+    if source.mirror_public_key is not None:
+        _from_signed_manifest(source, snapshot, manifest, constants.ENDPOINT)
+        return snapshot, manifest
     if not manifest.is_file():
         verification = HfApi().verify_repo_checksums(model_id, revision=revision, cache_dir=str(cache_dir))
         problems = [f"{m['path']}: {m['algorithm']} {m['actual']} does not match {m['expected']} published for "
@@ -113,6 +119,28 @@ def resolve_model_dir(source: ModelSource) -> tuple[Path, Path]:
         manifest.parent.mkdir(parents=True, exist_ok=True)
         write_manifest(snapshot, model_id, revision, target=manifest, source=constants.ENDPOINT)
     return snapshot, manifest
+
+
+def _from_signed_manifest(source: ModelSource, snapshot: Path, manifest: Path, endpoint: str) -> None:
+    """Write ``manifest`` from the mirror's signed one, after checking its signature (every start:
+    the signed copy kept in the cache is checked again, so editing it is caught too)."""
+    from inference_server import provenance
+
+    assert source.model_id and source.revision and source.mirror_public_key
+    signed = manifest.with_name(f"{source.revision}.signed.json")
+    fetched = not signed.is_file()
+    text, signature = (provenance.fetch_signed_manifest(endpoint, source.model_id, source.revision) if fetched
+                       else provenance.load(signed))  # fmt: skip
+    files = provenance.verify_signed_manifest(text, signature, source.mirror_public_key, source.model_id, source.revision)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    if fetched:
+        provenance.save(signed, text, signature)
+    partial = manifest.with_name(manifest.name + ".partial")
+    partial.write_text(json.dumps({"modelId": source.model_id, "revision": source.revision, "source": endpoint,
+                                   "signedBy": "mirror", "files": files}, indent=2) + "\n", encoding="utf-8")  # fmt: skip
+    partial.replace(manifest)
+    log.info("signed manifest verified", extra={"model_id": source.model_id, "revision": source.revision,
+                                                "files": len(files)})  # fmt: skip
 
 
 def load_model(
