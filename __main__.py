@@ -114,7 +114,8 @@ if config.mirror is not None:
     mirror = ModelMirror(
         "mirror",
         ModelMirrorArgs(config=config.mirror, bucket_name=bucket_name, project_root=root, private_cloud_provider=private_cloud,
-                        alarm_topic_arns=alerting.topic_arns, region=config.aws.region, **k8s_targets),  # fmt: skip
+                        alarm_topic_arns=alerting.topic_arns, region=config.aws.region, **k8s_targets,
+                        onprem_signing_key=config.mirror_signing_key.get_secret_value() if config.mirror_signing_key else None),  # fmt: skip
         **placement,
     )
     pulumi.export("modelMirrorUrl", mirror.public_url)

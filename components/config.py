@@ -1592,6 +1592,11 @@ class PlatformConfig(ConfigModel):
         default=None, description="PEM certificate (chain) of the private-cloud ingress hosts, unless cert-manager issues it."
     )
     private_cloud_tls_key: Secret | None = Field(default=None, description="Its PEM private key.")
+    mirror_signing_key: Secret | None = Field(
+        default=None,
+        description="PEM ECDSA P-256 private key the private cloud's mirror sync signs manifests with "
+                    "(required with mirror.privateCloud; its public half goes to servers using that mirror).",
+    )  # fmt: skip
     alerting: AlertingConfig = Field(default_factory=AlertingConfig, description="Alarm notifications.")
     failover: FailoverConfig | None = Field(
         default=None, description="Keepalived failover pair protecting the Redis session store (VIP, alarms)."
@@ -1684,6 +1689,9 @@ class PlatformConfig(ConfigModel):
         if self.cost is not None and self.cost.cur_export and self.aws.region != "us-east-1":
             problems.append((("cost", "curExport"), True, "needs platform:aws.region us-east-1: the Data Exports "
                              "API is served from us-east-1 only"))  # fmt: skip
+        if self.mirror is not None and self.mirror.private_cloud is not None and self.mirror_signing_key is None:
+            problems.append((("mirrorSigningKey",), None, "is required (a secret) with mirror.privateCloud: the on-prem "
+                             "sync signs what it publishes"))  # fmt: skip
         if self.mirror is not None and self.mirror.private_cloud is not None and self.private_cloud is None:
             problems.append((("mirror", "privateCloud"), "(set)", "needs platform:privateCloud (the cluster to run it on)"))
         problems.extend(self._download_egress())

@@ -46,6 +46,7 @@ class ModelMirrorArgs:
     private_cloud_provider: k8s.Provider | None = None
     alarm_topic_arns: dict[str, pulumi.Input[str]] | None = None  # severity -> alert topic; None: no alarms
     region: str = "us-east-1"  # the stack's; CloudFront's metrics are in us-east-1 whatever it is
+    onprem_signing_key: pulumi.Input[str] | None = None  # PEM P-256 private key (secret): the on-prem sync signs
 
 
 class ModelMirror(PlatformComponent):
@@ -242,7 +243,12 @@ class ModelMirror(PlatformComponent):
         namespace = k8s.core.v1.Namespace(self.child_name("onprem-namespace"), metadata=policies.namespace_metadata(),
                                           opts=k8s_opts)  # fmt: skip
         after = pulumi.ResourceOptions(parent=self, provider=args.private_cloud_provider, depends_on=[namespace])
-        for manifest in policies.private_cloud_objects(args.config, image_ref, self.public_url):
+        signs = args.onprem_signing_key is not None
+        if signs:
+            secret = policies.onprem_signing_secret(pulumi.Output.secret(args.onprem_signing_key))
+            k8s.core.v1.Secret(self.child_name("onprem-signing-key"), metadata=secret["metadata"], type=secret["type"],
+                               string_data=secret["stringData"], opts=after)  # fmt: skip
+        for manifest in policies.private_cloud_objects(args.config, image_ref, self.public_url, signs):
             kind = manifest["kind"]
             resource = {"Deployment": k8s.apps.v1.Deployment, "Service": k8s.core.v1.Service,
                         "CronJob": k8s.batch.v1.CronJob, "NetworkPolicy": k8s.networking.v1.NetworkPolicy,

@@ -226,8 +226,22 @@ def sync_network_policy(extra_ports: tuple[int, ...] = ()) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def private_cloud_objects(config: MirrorConfig, image: Any, aws_mirror_url: str) -> list[dict[str, Any]]:
-    """The private cloud's mirror: the same app over on-prem storage, synced from the AWS mirror."""
+ONPREM_SIGNING_SECRET = "mirror-signing-key"  # the on-prem sync's PEM private key (from a Pulumi secret)
+SIGNING_KEY_PATH = "/var/run/mirror-signing"
+
+
+def onprem_signing_secret(private_key_pem: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": ONPREM_SIGNING_SECRET, "namespace": NAMESPACE, "labels": _LABELS},
+            "stringData": {"key.pem": private_key_pem}}  # fmt: skip
+
+
+def private_cloud_objects(config: MirrorConfig, image: Any, aws_mirror_url: str, signs: bool = False) -> list[dict[str, Any]]:
+    """The private cloud's mirror: the same app over on-prem storage, synced from the AWS mirror.
+
+    With ``signs``, its sync signs each revision it publishes with the key in
+    :data:`ONPREM_SIGNING_SECRET` (the same signature format as the AWS mirror's KMS key).
+    """
     onprem = config.private_cloud
     assert onprem is not None
     env = [
@@ -276,7 +290,15 @@ def private_cloud_objects(config: MirrorConfig, image: Any, aws_mirror_url: str)
         "spec": {"podSelector": {"matchLabels": app_labels}, "policyTypes": ["Ingress"],
                  "ingress": [{"ports": [{"protocol": "TCP", "port": APP_PORT}]}]},
     }  # fmt: skip
-    sync = _cronjob("mirror-sync", config, _sync_pod(config, image, env, aws_mirror_url, None))
+    sync_pod = _sync_pod(config, image, env, aws_mirror_url, None)
+    if signs:
+        container = sync_pod["containers"][0]
+        container["env"] = [*env, {"name": "MIRROR_SIGNING_KEY", "value": f"file:{SIGNING_KEY_PATH}/key.pem"}]
+        container["volumeMounts"] = [*container["volumeMounts"],
+                                     {"name": "signing-key", "mountPath": SIGNING_KEY_PATH, "readOnly": True}]  # fmt: skip
+        sync_pod["volumes"] = [*sync_pod["volumes"],
+                               {"name": "signing-key", "secret": {"secretName": ONPREM_SIGNING_SECRET, "defaultMode": 0o400}}]  # fmt: skip
+    sync = _cronjob("mirror-sync", config, sync_pod)
     endpoint = urlparse(onprem.s3_endpoint)
     store_port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     # The app reads the on-prem store too: its egress is DNS and the store's port.

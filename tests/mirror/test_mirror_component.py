@@ -119,7 +119,7 @@ def test_origin_runs_the_mirror_image_by_digest_and_sync_is_a_daily_cronjob_with
         if resource.type.startswith("kubernetes:") and resource.name.startswith("mirror-") and resource.custom:
             if resource.type.startswith("pulumi:providers"):
                 continue
-            kubernetes_validate.validate(resource.inputs, "1.33.0", strict=True)
+            kubernetes_validate.validate(_redacted(resource.inputs), "1.33.0", strict=True)
 
 
 def test_the_private_cloud_runs_its_own_mirror_synced_from_the_aws_one(mirror_plans):
@@ -137,7 +137,15 @@ def test_the_private_cloud_runs_its_own_mirror_synced_from_the_aws_one(mirror_pl
     assert env["AWS_ENDPOINT_URL_S3"]["value"] == "https://s3.onprem.example.com"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mirror-store-credentials"
     for resource in onprem:
-        kubernetes_validate.validate(resource.inputs, "1.32.0", strict=True)
+        kubernetes_validate.validate(_redacted(resource.inputs), "1.32.0", strict=True)
+
+
+def _redacted(manifest: dict) -> dict:
+    """pulumi-kubernetes sends a Secret's data as one secret value; validate its shape with a stand-in."""
+    if manifest["kind"] == "Secret":
+        assert manifest["stringData"] == "[secret]"
+        return {**manifest, "stringData": {"key.pem": "redacted"}}
+    return manifest
 
 
 def test_mirror_config_mistakes_name_their_keys():

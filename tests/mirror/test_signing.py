@@ -131,3 +131,38 @@ def test_each_mirror_signs_with_its_own_kms_key(plans, stack):
     env = {e["name"]: e.get("value") for e in job.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "MIRROR_SIGNING_KEY" in env and key.urn in job.dependencies["spec"]
     assert "modelMirrorSigningKeyArn" in plan.stack_outputs
+
+
+def test_the_private_cloud_mirror_signs_with_the_key_from_the_pulumi_secret(project):
+    import dataclasses
+
+    import kubernetes_validate
+
+    from components.mirror import policies
+    from platformctl.offline import run_offline_plan
+    from tests.conftest import ROOT
+
+    plan = run_offline_plan(dataclasses.replace(project, stack_config_dir=ROOT / "examples" / "stacks"), "hybrid")
+    secret = plan.named("mirror-onprem-signing-key")
+    # the private key never appears in the plan (or in state unencrypted): the whole value is secret
+    assert secret.inputs["metadata"]["name"] == policies.ONPREM_SIGNING_SECRET and secret.inputs["stringData"] == "[secret]"
+    job = plan.named("mirror-onprem-mirror-sync-cronjob").inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in job["containers"][0]["env"]}
+    assert env["MIRROR_SIGNING_KEY"] == f"file:{policies.SIGNING_KEY_PATH}/key.pem"
+    assert {"name": "signing-key", "secret": {"secretName": policies.ONPREM_SIGNING_SECRET, "defaultMode": 0o400}} in job["volumes"]
+    manifest = {"apiVersion": "batch/v1", "kind": "CronJob", **plan.named("mirror-onprem-mirror-sync-cronjob").inputs}
+    manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] = "registry/mirror@sha256:" + "0" * 64
+    kubernetes_validate.validate(manifest, "1.32.0", strict=True)
+
+
+def test_an_onprem_mirror_without_a_signing_key_is_refused(project):
+    import dataclasses
+
+    from components.config import ConfigError, parse_config
+    from platformctl.project import read_stack_config
+    from tests.conftest import ROOT
+
+    raw, secret_keys = read_stack_config(dataclasses.replace(project, stack_config_dir=ROOT / "examples" / "stacks"), "hybrid")
+    del raw["platform:mirrorSigningKey"]
+    with pytest.raises(ConfigError, match=r"platform:mirrorSigningKey = null: is required \(a secret\) with mirror.privateCloud"):
+        parse_config(raw, secret_keys - {"platform:mirrorSigningKey"}, "examples/stacks/Pulumi.hybrid.yaml")
