@@ -18,6 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
+_EPSILON = 1e-9
+
+
 @dataclass(frozen=True)
 class Limit:
     per_minute: int  # sustained rate
@@ -41,8 +44,10 @@ class Bucket:
         """Take one token if there is one; 0 when allowed, else the seconds until one is due."""
         self.tokens = min(limit.burst, self.tokens + (now - self.updated) * limit.per_second)
         self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        # A hair under one token counts as one: refilling for exactly the Retry-After we gave can
+        # land at 0.9999999999999999 in floating point, and the client did as told.
+        if self.tokens >= 1 - _EPSILON:
+            self.tokens = max(0.0, self.tokens - 1)
             return 0.0
         return (1 - self.tokens) / limit.per_second
 
