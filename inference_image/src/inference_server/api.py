@@ -26,6 +26,7 @@ from inference_server.auth import AuthError, JwtVerifier
 from inference_server.engine import BatchingEngine, EngineLimits, Generation, QueueFullError, SamplingParams
 from inference_server.loading import LoadedModel
 from inference_server.metrics import Metrics
+from inference_server import audit
 from inference_server.quota import TenantQuotas
 
 log = logging.getLogger("inference_server.api")
@@ -267,6 +268,10 @@ class RequestContext:
             route = getattr(scope.get("route"), "path", "unmatched")
             elapsed = time.monotonic() - started
             self.metrics.request_latency.labels(route=route, status=str(status)).observe(elapsed)
+            if scope.get("path", "").startswith("/v1/") and not scope.get(_WARMUP_SCOPE_KEY):
+                peer = (scope.get("client") or (None,))[0]
+                audit.emit(audit.event(request_id=request_id, route=route, status=status, duration_s=elapsed,
+                                       headers=headers, peer=peer, state=scope.get("state") or {}))  # fmt: skip
             log.info("request", extra={"method": scope.get("method"), "route": route, "status": status,
                                        "duration_ms": round(elapsed * 1000, 1)})  # fmt: skip
             request_id_var.reset(token)
@@ -396,6 +401,8 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
         except AuthError as exc:
             raise ApiError(401, str(exc), "authentication_error", "unauthorized",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc  # fmt: skip
+        subject = claims.get("sub")
+        request.state.subject = subject if isinstance(subject, str) else None
         quotas = settings.quotas
         if quotas is None:
             return
@@ -531,6 +538,7 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
                            "invalid_request", param="prompt")  # fmt: skip
         prompt_ids = loaded.tokenizer(prompts[0])["input_ids"]
         generation = await _generate(body, prompt_ids, loaded)
+        request.state.generation, request.state.model = generation, loaded.model_id  # audit: counts, not text
         request_id = f"cmpl-{uuid.uuid4().hex}"
         now = int(time.time())
         if body.stream:
@@ -555,6 +563,7 @@ def create_app(settings: ServerSettings, load: Callable[[], LoadedModel],
         if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "keys"):
             prompt_ids = prompt_ids["input_ids"]
         generation = await _generate(body, list(prompt_ids), loaded)
+        request.state.generation, request.state.model = generation, loaded.model_id  # audit: counts, not text
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         now = int(time.time())
         if body.stream:
