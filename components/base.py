@@ -10,6 +10,12 @@ import pulumi_aws as aws
 from components.tagging import TagContext
 
 
+def derived(value: Any, make: Any) -> Any:
+    """``make(value)``, now when ``value`` is plain, once known when it is a Pulumi output
+    (pure manifest functions take either: tests pass strings, components pass outputs)."""
+    return value.apply(make) if isinstance(value, pulumi.Output) else make(value)
+
+
 class PlatformComponent(pulumi.ComponentResource):
     """A component whose AWS children use the stack's explicit provider and standard tags.
 

@@ -1708,8 +1708,9 @@ class PlatformConfig(ConfigModel):
                                  "a download only through the mirror's signature (or add platform:mirror here)"))  # fmt: skip
         private_entry = self.inference.ingress.private_cloud
         if private_entry is not None and private_entry.cert_manager_issuer is None:
-            for key in ("privateCloudTlsCertificate", "privateCloudTlsKey"):
-                if getattr(self, "private_cloud_tls_certificate" if key.endswith("Certificate") else "private_cloud_tls_key") is None:
+            for key, value in (("privateCloudTlsCertificate", self.private_cloud_tls_certificate),
+                               ("privateCloudTlsKey", self.private_cloud_tls_key)):  # fmt: skip
+                if value is None:
                     problems.append(((key,), None, "is required (a secret) for inference.ingress.privateCloud "
                                      "without certManagerIssuer"))  # fmt: skip
         if private_entry is not None and self.private_cloud is None:

@@ -50,15 +50,16 @@ class AlbEntry(PlatformComponent):
                  opts: pulumi.ResourceOptions | None = None) -> None:  # fmt: skip
         config = args.config
         max_body = max(d.server.max_body_bytes for d in args.deployments)
-        rules = policies.waf_rules(config.waf, max_body, f"{name}")  # validated before anything is declared
+        acl_name = f"{tags.project}-{tags.environment}-inference"  # the ACL, its metric, and each rule's metric prefix
+        rules = policies.waf_rules(config.waf, max_body, acl_name)  # built before anything is declared
         super().__init__("platform:ingress:AlbEntry", name, name, tags, provider, opts)
         controller = self._controller(args)
         certificate_arn, self.certificate_validation = self._certificate(config)
         web_acl = aws.wafv2.WebAcl(
-            self.child_name("waf"), name=f"{self.stack_prefix}-inference", scope="REGIONAL",
+            self.child_name("waf"), name=acl_name, scope="REGIONAL",
             description="Inference API: managed rules, body size, per-IP rate", default_action={"allow": {}},
             rules=policies.to_pulumi(rules),
-            visibility_config={"cloudwatch_metrics_enabled": True, "metric_name": f"{self.stack_prefix}-inference",
+            visibility_config={"cloudwatch_metrics_enabled": True, "metric_name": acl_name,
                                "sampled_requests_enabled": True},
             tags=self.tags("waf"), opts=self.child_opts(),
         )  # fmt: skip
@@ -157,7 +158,6 @@ class NginxEntry(PlatformComponent):
         )  # fmt: skip
         after = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[controller, args.serving]))
         annotations: dict[str, Any] = {}
-        tls_secret = TLS_SECRET
         if config.cert_manager_issuer is not None:
             annotations["cert-manager.io/cluster-issuer"] = config.cert_manager_issuer
         else:
@@ -168,7 +168,7 @@ class NginxEntry(PlatformComponent):
                                 "tls.key": pulumi.Output.secret(args.tls_key)}}, after)  # fmt: skip
         self.hosts: dict[str, str] = {}
         for deployment in args.deployments:
-            secret = f"{deployment.name}-tls" if config.cert_manager_issuer is not None else tls_secret
+            secret = f"{deployment.name}-tls" if config.cert_manager_issuer is not None else TLS_SECRET
             manifest = policies.ingress(deployment, args.inference, args.version, config.class_name, config.domain,
                                         annotations, tls_secret=secret)  # fmt: skip
             kubernetes.declare(self.child_name(deployment.name), manifest, after)

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from components.base import derived
 from components.config import EksIngressConfig, InferenceConfig, ModelDeploymentConfig, PrivateIngressConfig, WafConfig
 from components.inference.manifests import SERVER_PORT, labels
 
@@ -148,9 +149,7 @@ def alb_annotations(config: EksIngressConfig, group: str, certificate_arn: Any, 
         "alb.ingress.kubernetes.io/healthy-threshold-count": "2",
         "alb.ingress.kubernetes.io/unhealthy-threshold-count": "2",
         "alb.ingress.kubernetes.io/success-codes": "200",
-        "alb.ingress.kubernetes.io/load-balancer-attributes": (
-            log_bucket.apply(lambda bucket: _attributes(attributes, bucket)) if hasattr(log_bucket, "apply")
-            else _attributes(attributes, log_bucket)),
+        "alb.ingress.kubernetes.io/load-balancer-attributes": derived(log_bucket, lambda b: _attributes(attributes, b)),
         # A draining replica finishes its requests before the target is gone.
         "alb.ingress.kubernetes.io/target-group-attributes": f"deregistration_delay.timeout_seconds={deregistration_seconds}",
         "alb.ingress.kubernetes.io/tags": ",".join(f"{k}={v}" for k, v in sorted(tags.items())),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from components.base import derived
 from components.config import MirrorConfig
 
 NAMESPACE = "model-mirror"
@@ -203,8 +204,7 @@ def sync_cronjob(config: MirrorConfig, image: Any, bucket: Any, upstream: str, s
     manifest with the KMS key (``signing_key``: its ARN)."""
     env = [{"name": "MIRROR_BUCKET", "value": bucket}, {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
     if signing_key is not None:
-        env.append({"name": "MIRROR_SIGNING_KEY",
-                    "value": signing_key.apply(lambda arn: f"kms:{arn}") if hasattr(signing_key, "apply") else f"kms:{signing_key}"})
+        env.append({"name": "MIRROR_SIGNING_KEY", "value": derived(signing_key, lambda arn: f"kms:{arn}")})
     return _cronjob("mirror-sync", config, _sync_pod(config, image, env, upstream, SYNC_SERVICE_ACCOUNT))
 
 

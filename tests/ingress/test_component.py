@@ -77,7 +77,9 @@ def test_each_exposed_deployment_gets_a_tls13_https_only_ingress(plans, stack):
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_ingress_is_a_valid_kubernetes_object(plans, stack):
-    for resource in plans[stack].of_type("kubernetes:networking.k8s.io/v1:Ingress"):
+    ingresses = plans[stack].of_type("kubernetes:networking.k8s.io/v1:Ingress")
+    assert ingresses  # every stack exposes something: an empty walk must not pass
+    for resource in ingresses:
         manifest = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", **resource.inputs}
         manifest["metadata"]["annotations"] = {k: v if isinstance(v, str) else "unknown"
                                                for k, v in manifest["metadata"]["annotations"].items()}  # fmt: skip

@@ -42,7 +42,7 @@ def _start(url: str, key, tmp_path, name: str = "cache"):
                         env={"HF_ENDPOINT": url, "MIRROR_PUBLIC_KEY_FILE": str(key), "HF_HUB_DISABLE_XET": "1"})  # fmt: skip
 
 
-def _refused(server, reason: str) -> None:
+def _assert_refused(server, reason: str) -> None:
     """The process exits non-zero with ``reason`` in its log; /readyz never said 200 on the way."""
     ready = False
     while server.process.poll() is None:
@@ -69,7 +69,7 @@ def test_a_signed_revision_loads_and_restarts_from_the_verified_cache(signed_mir
     assert text == store.manifest_text(DEMO_MODEL_ID, COMMIT_1) and json.loads(signature)["keyId"] == "test"
     # Editing the cached signed manifest (a cache volume is writable) is caught at the next start.
     signed.write_text(json.dumps({"manifest": text.replace('"size": ', '"size": 9', 1), "signature": signature}))
-    _refused(_start(url, key, tmp_path), "the manifest was altered after signing")
+    _assert_refused(_start(url, key, tmp_path), "the manifest was altered after signing")
 
 
 def test_one_changed_byte_of_a_weight_refuses_start_naming_the_file(signed_mirror, tmp_path):
@@ -79,27 +79,27 @@ def test_one_changed_byte_of_a_weight_refuses_start_naming_the_file(signed_mirro
     data = bytearray(store.client.get_object(Bucket=store.bucket, Key=blob_key(weight["sha256"]))["Body"].read())
     data[len(data) // 2] ^= 0x01
     store.client.put_object(Bucket=store.bucket, Key=blob_key(weight["sha256"]), Body=bytes(data))
-    _refused(_start(url, key, tmp_path), "SHA-256 does not match the manifest")
+    _assert_refused(_start(url, key, tmp_path), "SHA-256 does not match the manifest")
 
 
 def test_an_altered_manifest_refuses_start(signed_mirror, tmp_path):
     store, url, key, _ = signed_mirror
     text = store.manifest_text(DEMO_MODEL_ID, COMMIT_1)
     store._write_text(MANIFEST, text.replace('"published_at": "', '"published_at": "1', 1))
-    _refused(_start(url, key, tmp_path), "the manifest was altered after signing")
+    _assert_refused(_start(url, key, tmp_path), "the manifest was altered after signing")
 
 
 def test_a_signature_by_another_key_refuses_start(signed_mirror, tmp_path):
     store, url, key, _ = signed_mirror
     text = store.manifest_text(DEMO_MODEL_ID, COMMIT_1)
     store.put_signature(DEMO_MODEL_ID, COMMIT_1, signing.sign(text.encode(), signing.LocalSigner(_pem_pair()[0], "rogue")))
-    _refused(_start(url, key, tmp_path), "does not verify with the configured mirror key (signed by 'rogue'")
+    _assert_refused(_start(url, key, tmp_path), "does not verify with the configured mirror key (signed by 'rogue'")
 
 
 def test_an_unsigned_revision_refuses_start(signed_mirror, tmp_path):
     store, url, key, _ = signed_mirror
     store.client.delete_object(Bucket=store.bucket, Key=MANIFEST + ".sig")
-    _refused(_start(url, key, tmp_path), "the mirror's manifest is unsigned")
+    _assert_refused(_start(url, key, tmp_path), "the mirror's manifest is unsigned")
 
 
 def test_the_mirror_and_the_server_agree_on_the_format():
