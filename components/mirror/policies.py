@@ -169,7 +169,9 @@ def _sync_pod(config: MirrorConfig, image: Any, env: list[dict[str, Any]], upstr
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "fsGroup": RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_container("sync", image, args, env,
+        # The subject of its mirror.publish audit events (components/mirror/runtime/sync.py).
+        "containers": [_container("sync", image, args, [*env, {"name": "PLATFORM_AUDIT_SUBJECT", "value":
+                                  f"system:serviceaccount:{NAMESPACE}:{service_account or 'default'}"}],
                                   {"requests": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "20Gi"},
                                    "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "40Gi"}})],  # fmt: skip
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "40Gi"}}],
@@ -293,7 +295,7 @@ def private_cloud_objects(config: MirrorConfig, image: Any, aws_mirror_url: str,
     sync_pod = _sync_pod(config, image, env, aws_mirror_url, None)
     if signs:
         container = sync_pod["containers"][0]
-        container["env"] = [*env, {"name": "MIRROR_SIGNING_KEY", "value": f"file:{SIGNING_KEY_PATH}/key.pem"}]
+        container["env"] = [*container["env"], {"name": "MIRROR_SIGNING_KEY", "value": f"file:{SIGNING_KEY_PATH}/key.pem"}]
         container["volumeMounts"] = [*container["volumeMounts"],
                                      {"name": "signing-key", "mountPath": SIGNING_KEY_PATH, "readOnly": True}]  # fmt: skip
         sync_pod["volumes"] = [*sync_pod["volumes"],

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from moto import mock_aws
 
 from components.mirror.runtime import signing
-from components.mirror.runtime.sync import sync_revision, verify_signatures
+from components.mirror.runtime.sync import SyncError, sync_revision, verify_signatures
 
 from .conftest import COMMIT_1, REPO
 from .test_mirror_cli import run
@@ -149,6 +149,7 @@ def test_the_private_cloud_mirror_signs_with_the_key_from_the_pulumi_secret(proj
     job = plan.named("mirror-onprem-mirror-sync-cronjob").inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in job["containers"][0]["env"]}
     assert env["MIRROR_SIGNING_KEY"] == f"file:{policies.SIGNING_KEY_PATH}/key.pem"
+    assert env["PLATFORM_AUDIT_SUBJECT"] == f"system:serviceaccount:{policies.NAMESPACE}:default"  # its publishes are audited
     assert {"name": "signing-key", "secret": {"secretName": policies.ONPREM_SIGNING_SECRET, "defaultMode": 0o400}} in job["volumes"]
     manifest = {"apiVersion": "batch/v1", "kind": "CronJob", **plan.named("mirror-onprem-mirror-sync-cronjob").inputs}
     manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] = "registry/mirror@sha256:" + "0" * 64
@@ -166,3 +167,36 @@ def test_an_onprem_mirror_without_a_signing_key_is_refused(project):
     del raw["platform:mirrorSigningKey"]
     with pytest.raises(ConfigError, match=r"platform:mirrorSigningKey = null: is required \(a secret\) with mirror.privateCloud"):
         parse_config(raw, secret_keys - {"platform:mirrorSigningKey"}, "examples/stacks/Pulumi.hybrid.yaml")
+
+
+def test_each_publish_is_audited_once_with_who_what_and_whether_it_was_signed(upstream, store, aws_env, monkeypatch):
+    hub, upstream_url = upstream
+    monkeypatch.setenv("PLATFORM_AUDIT_SUBJECT", "system:serviceaccount:model-mirror:mirror-sync")
+    events: list[dict] = []
+    private, _ = _pem_pair()
+    sync_revision(store, REPO, "main", upstream=upstream_url, signer=signing.LocalSigner(private), audit=events.append)
+    [event] = events
+    assert (event["audit"], event["event"], event["subject"]) == ("v1", "mirror.publish",
+                                                                  "system:serviceaccount:model-mirror:mirror-sync")  # fmt: skip
+    assert (event["resource"], event["commit"], event["refs"], event["signed"]) == (f"{REPO}@{COMMIT_1}", COMMIT_1, ["main"], True)
+    assert (event["files"], event["bytes"]) == (len(hub.files), sum(len(body) for body in hub.files.values()))
+    sync_revision(store, REPO, COMMIT_1, upstream=upstream_url, audit=events.append)  # by commit, unsigned
+    assert (events[1]["refs"], events[1]["signed"]) == ([], False)
+
+
+def test_a_failed_sync_publishes_nothing_and_audits_nothing(store, aws_env):
+    events: list[dict] = []
+    with pytest.raises(SyncError):
+        sync_revision(store, REPO, "main", upstream="http://127.0.0.1:9", audit=events.append)
+    assert events == []
+
+
+def test_the_sync_pods_name_their_service_account_as_the_audit_subject():
+    from components.mirror import policies
+    from platformctl.common import load_stack_config
+    from tests.conftest import ROOT
+
+    config = load_stack_config("prod", ROOT).mirror  # a stack with a mirror
+    eks = policies.sync_cronjob(config, "image", "bucket", upstream="https://huggingface.co")
+    [container] = eks["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "PLATFORM_AUDIT_SUBJECT", "value": "system:serviceaccount:model-mirror:mirror-sync"} in container["env"]

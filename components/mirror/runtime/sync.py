@@ -10,14 +10,20 @@ verified; on any mismatch nothing is published and the previous ref keeps being 
 
 from __future__ import annotations
 
+import getpass
 import hashlib
+import json
+import os
+import socket
+import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from . import signing
 from .layout import COMMIT, FileEntry, RevisionManifest, check_path, check_ref, check_repo
@@ -29,6 +35,27 @@ CHUNK = 1024 * 1024
 DEFAULT_UPSTREAM = "https://huggingface.co"
 
 Progress = Callable[[str, int, int], None]  # (path, bytes just moved, file size)
+AUDIT_SCHEMA = "v1"  # components/storage/audit.py: Fluent Bit routes on it, the Glue table reads it
+
+
+def audit_subject() -> str:
+    """Who publishes: the Kubernetes service account the pod says it runs as, else user@host."""
+    return os.environ.get("PLATFORM_AUDIT_SUBJECT") or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def publish_event(manifest: RevisionManifest, revision: str, refs: list[str], signed: bool, subject: str) -> dict[str, Any]:
+    """The ``mirror.publish`` audit event of one published revision (pure)."""
+    return {
+        "audit": AUDIT_SCHEMA, "event": "mirror.publish", "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "subject": subject, "resource": f"{manifest.repo}@{manifest.commit}", "repo": manifest.repo,
+        "revision": revision, "commit": manifest.commit, "files": len(manifest.files),
+        "bytes": sum(entry.size for entry in manifest.files), "refs": list(refs), "signed": signed,
+    }  # fmt: skip
+
+
+def emit_audit(event: dict[str, Any]) -> None:
+    """One JSON line on stderr, the sync's log: the log shipper takes it to the audit bucket."""
+    print(json.dumps(event, sort_keys=True), file=sys.stderr, flush=True)
 
 
 class SyncError(Exception):
@@ -100,11 +127,13 @@ def sync_revision(
     progress: Progress = lambda path, moved, size: None,
     token: str | bool | None = None,
     signer: Signer | None = None,
+    audit: Callable[[dict[str, Any]], None] = emit_audit,
 ) -> SyncReport:
     """Mirror ``repo`` at ``revision`` (a commit, branch or tag) and publish it.
 
     With ``signer``, the manifest is signed before any name points at it: a client that
-    resolves a name only ever finds a signed revision.
+    resolves a name only ever finds a signed revision. Once published, one ``mirror.publish``
+    audit event goes to ``audit``.
     """
     import httpx
     from huggingface_hub import HfApi, hf_hub_url
@@ -170,6 +199,7 @@ def sync_revision(
     for name in names:
         store.put_ref(repo, name, commit)  # ... then the name clients resolve
         report.published_refs.append(name)
+    audit(publish_event(manifest, revision, report.published_refs, signer is not None, audit_subject()))
     return report
 
 
