@@ -17,8 +17,9 @@ def _doc(*statements: dict) -> str:
 
 
 def node_role_policy(*, mode: str, region: str, account_id: str, network_interface_id: str,
-                     allocation_id: str | None, password_parameter_arn: str) -> str:  # fmt: skip
-    """One node's role: move the VIP to its own interface only, read the Redis password, publish metrics.
+                     allocation_id: str | None, password_parameter_arn: str, audit_stream_arn: str | None = None) -> str:  # fmt: skip
+    """One node's role: move the VIP to its own interface only, read the Redis password, publish
+    metrics, put its audit events into the audit stream.
 
     Each node has its own role, so a node can take the VIP but never push it onto the
     other node's interface. Describe calls have no resource-level permissions in EC2.
@@ -37,6 +38,8 @@ def node_role_policy(*, mode: str, region: str, account_id: str, network_interfa
         {"Sid": "ReadRedisPassword", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": password_parameter_arn},
         {"Sid": "PublishPairMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
          "Condition": {"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}}},
+        *([{"Sid": "PutAuditEvents", "Effect": "Allow", "Action": "firehose:PutRecord", "Resource": audit_stream_arn}]
+          if audit_stream_arn else []),
     )  # fmt: skip
 
 

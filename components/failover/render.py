@@ -198,8 +198,12 @@ def redis_conf(layout: PairLayout, node: NodeName, redis: RedisConfig, data_dir:
 
 def agent_settings(layout: PairLayout, node: NodeName, config: FailoverConfig, pair: str, *, region: str | None = None,
                    network_interface_id: str | None = None, allocation_id: str | None = None,
-                   metrics: bool = True, paths: NodePaths = PATHS) -> dict[str, Any]:  # fmt: skip
-    """agent.json: what the node agent needs; AWS ids come from the component's outputs."""
+                   metrics: bool = True, audit_stream: str | None = None, paths: NodePaths = PATHS) -> dict[str, Any]:  # fmt: skip
+    """agent.json: what the node agent needs; AWS ids come from the component's outputs.
+
+    ``audit_stream``: the Firehose stream its ``failover.transition`` audit events go to
+    (AWS pairs; an l2 pair on premises has no AWS credentials and keeps them in its event log).
+    """
     vip: dict[str, Any] = {"mode": layout.mode}
     if layout.mode == "secondaryIp":
         vip |= {"address": str(layout.vip.ip), "networkInterfaceId": network_interface_id}
@@ -210,7 +214,7 @@ def agent_settings(layout: PairLayout, node: NodeName, config: FailoverConfig, p
         "redisPasswordFile": paths.password_file, "vip": vip, "stateDir": paths.state_dir, "eventLog": paths.event_log,
         "region": region, "metrics": metrics and layout.mode != "l2",
         "reconcileIntervalSeconds": config.reconcile_interval_seconds, "vrrpPidFile": paths.vrrp_pid_file,
-        "metricNamespace": METRIC_NAMESPACE,
+        "metricNamespace": METRIC_NAMESPACE, "auditStream": audit_stream if layout.mode != "l2" else None,
     }  # fmt: skip
 
 

@@ -182,6 +182,13 @@ def test_each_node_may_move_the_vip_only_onto_its_own_interface():
                                         "arn:aws:ec2:us-east-1:111122223333:network-interface/eni-a"]  # fmt: skip
     metrics = next(s for s in eip["Statement"] if s["Sid"] == "PublishPairMetrics")
     assert metrics["Condition"]["StringEquals"]["cloudwatch:namespace"] == METRIC_NAMESPACE
+    assert not any(s["Sid"] == "PutAuditEvents" for s in eip["Statement"])  # no stream given, no grant
+    stream = "arn:aws:firehose:us-east-1:111122223333:deliverystream/platform-dev-audit"
+    audited = json.loads(node_role_policy(mode="secondaryIp", region="us-east-1", account_id="111122223333",
+                                          network_interface_id="eni-a", allocation_id=None, audit_stream_arn=stream,
+                                          password_parameter_arn="arn:aws:ssm:us-east-1:111122223333:parameter/p"))  # fmt: skip
+    put = next(s for s in audited["Statement"] if s["Sid"] == "PutAuditEvents")
+    assert (put["Action"], put["Resource"]) == ("firehose:PutRecord", stream)  # this stream, and putting only
 
 
 def test_alarm_queries_read_both_nodes_and_return_one_series():

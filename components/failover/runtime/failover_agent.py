@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class Settings:
     reconcile_interval: float
     vrrp_pid_file: Path | None
     metric_namespace: str
+    audit_stream: str | None = None  # Firehose stream of the platform's audit events
 
     @classmethod
     def load(cls, path: str) -> Settings:
@@ -76,7 +78,7 @@ class Settings:
             region=raw.get("region"), metrics=bool(raw.get("metrics", False)),
             reconcile_interval=float(raw.get("reconcileIntervalSeconds", 10)),
             vrrp_pid_file=Path(raw["vrrpPidFile"]) if raw.get("vrrpPidFile") else None,
-            metric_namespace=raw.get("metricNamespace", ""),
+            metric_namespace=raw.get("metricNamespace", ""), audit_stream=raw.get("auditStream"),
         )  # fmt: skip
 
 
@@ -330,14 +332,43 @@ def run_once(settings: Settings, mover=None, cloudwatch=None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- commands
 
 
-def on_state(settings: Settings, state: str, mover) -> int:
-    """One state change from keepalived: record it, reconcile, count a takeover."""
+AUDIT_SCHEMA = "v1"  # components/storage/audit.py reads these events
+
+
+def transition_event(settings: Settings, state: str) -> dict[str, Any]:
+    """The ``failover.transition`` audit event: this node entered ``state`` (pure)."""
+    return {"audit": AUDIT_SCHEMA, "event": "failover.transition",
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), "subject": f"keepalived@{settings.node}",
+            "resource": settings.pair, "pair": settings.pair, "node": settings.node, "state": state}  # fmt: skip
+
+
+def audit_transition(settings: Settings, state: str, firehose=None) -> bool:
+    """Put the transition's audit event into the audit stream (the nodes run no log shipper).
+
+    Called after the takeover, never before it: the VIP must not wait on an audit call. An
+    event Firehose refuses stays in the node's event log and journal as ``audit_undelivered``.
+    """
+    if not settings.audit_stream:
+        return False
+    record = transition_event(settings, state)
+    try:
+        (firehose or _aws_client("firehose", settings)).put_record(
+            DeliveryStreamName=settings.audit_stream, Record={"Data": json.dumps(record, sort_keys=True).encode()})
+    except Exception as exc:  # noqa: BLE001 - an audit failure must not fail the transition
+        log_event(settings, "audit_undelivered", record=record, error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+def on_state(settings: Settings, state: str, mover, firehose=None) -> int:
+    """One state change from keepalived: record it, reconcile, count a takeover, audit it."""
     write_state(settings, state)
     log_event(settings, "state", state=state)
     try:
         result = reconcile(settings, mover, state)
     except Exception as exc:  # noqa: BLE001 - the periodic run retries
         log_event(settings, "notify_reconcile_failed", state=state, error=f"{type(exc).__name__}: {exc}")
+        audit_transition(settings, state, firehose)
         return 1
     if state == "MASTER" and settings.metrics:
         dims = [{"Name": "Pair", "Value": settings.pair}, {"Name": "Node", "Value": settings.node}]
@@ -348,6 +379,7 @@ def on_state(settings: Settings, state: str, mover) -> int:
         except Exception as exc:  # noqa: BLE001 - a missed count must not stop the takeover
             log_event(settings, "metric_failed", error=type(exc).__name__)
     log_event(settings, "reconciled", **result)
+    audit_transition(settings, state, firehose)
     return 0
 
 
