@@ -76,7 +76,8 @@ if config.failover is not None:
         FailoverPairArgs(config=config.failover, network=config.network, region=config.aws.region,
                          pair_name=resource_name(tags.project, config.environment, "session-store"),
                          vpc_id=network.vpc_id, vpc_cidr=str(config.network.vpc_cidr),
-                         subnet_ids_by_az=network.subnet_ids_by_az, alarm_topic_arns=alerting.topic_arns),  # fmt: skip
+                         subnet_ids_by_az=network.subnet_ids_by_az, alarm_topic_arns=alerting.topic_arns,
+                         audit_stream_name=storage.audit_stream_name, audit_stream_arn=storage.audit_stream_arn),  # fmt: skip
         **placement,
     )
     pulumi.export("sessionStore", {"endpoint": failover.endpoint, "nodes": failover.node_addresses,
@@ -134,7 +135,8 @@ if config.cost is not None:
     )
     pulumi.export("costLedgerBucket", cost.ledger_bucket.bucket)
 
-pulumi.export("storage", {"buckets": storage.bucket_names, "logStream": storage.stream_name})
+pulumi.export("storage", {"buckets": storage.bucket_names, "logStream": storage.stream_name,
+                          "auditStream": storage.audit_stream_name, "auditWorkgroup": storage.audit_workgroup})
 pulumi.export("alertTopicArns", alerting.topic_arns)
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)

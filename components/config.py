@@ -1496,12 +1496,18 @@ class StorageConfig(ConfigModel):
     firehose: FirehoseConfig = Field(default_factory=FirehoseConfig, description="The ingest buffer into the logs bucket.")
     shipping: LogShippingConfig = Field(default_factory=LogShippingConfig, description="Fluent Bit DaemonSet on EKS.")
     access_log_retention_days: int = Field(default=90, ge=1, le=3650, description="Days S3 access logs of the buckets are kept.")
+    audit_query_scan_limit_gb: int = Field(
+        default=100, ge=1, le=100000,
+        description="Athena's audit workgroup cancels a query that would scan more than this (cost guard).",
+    )  # fmt: skip
 
     @field_validator("classes")
     @classmethod
-    def _logs_class(cls, value: dict[str, ColdClassConfig]) -> dict[str, ColdClassConfig]:
+    def _stream_classes(cls, value: dict[str, ColdClassConfig]) -> dict[str, ColdClassConfig]:
         if "logs" not in value:
             raise ValueError("must include `logs`: Firehose delivers there")
+        if "audit" not in value or value["audit"].object_lock_days is None:
+            raise ValueError("must include `audit` with objectLockDays: the audit stream delivers there, write-once")
         return value
 
 

@@ -192,8 +192,9 @@ def test_tiered_buckets_are_priced_at_their_lifecycle_steady_state(plan_json):
         "STANDARD": 300.0, "STANDARD_IA": 600.0, "GLACIER_IR": 900.0, "DEEP_ARCHIVE": 5500.0}  # fmt: skip
     [logs] = [line for line in result.lines if line.resource == "storage-logs" and line.type.endswith("Bucket")]
     assert logs.monthly_usd == 23.45
-    [stream] = [line for line in result.lines if line.type.endswith("FirehoseDeliveryStream")]
-    assert stream.monthly_usd == round(10 * CATALOG["hoursPerMonth"] / 24 * 0.049, 2)
+    streams = {line.resource: line for line in result.lines if line.type.endswith("FirehoseDeliveryStream")}
+    assert streams["storage-logs"].monthly_usd == round(10 * CATALOG["hoursPerMonth"] / 24 * 0.049, 2)
+    assert streams["storage-audit-stream"].monthly_usd == round(0.1 * CATALOG["hoursPerMonth"] / 24 * 0.049, 2)
     # No daily volume: the bucket is listed as missing usage, not guessed.
     bare = estimate(plan_json["prod"], CATALOG, _usage("prod").model_copy(update={"s3_daily_gb": {}}))
     assert "storage-logs: s3.storage-logs (GB per storage class)" in bare.usage_missing

@@ -30,7 +30,8 @@ IDENTITY_POLICIES = {
     "flow-logs-delivery": flow_logs_delivery_policy("arn:aws:logs:us-east-1:111122223333:log-group:x"),
     **{f"failover-node-{mode}": node_role_policy(
         mode=mode, region="us-east-1", account_id="111122223333", network_interface_id="eni-0a1b2c3d4e5f60718",
-        allocation_id="eipalloc-0a1b2c3d4e5f60718", password_parameter_arn="arn:aws:ssm:us-east-1:111122223333:parameter/p")
+        allocation_id="eipalloc-0a1b2c3d4e5f60718", password_parameter_arn="arn:aws:ssm:us-east-1:111122223333:parameter/p",
+        audit_stream_arn="arn:aws:firehose:us-east-1:111122223333:deliverystream/platform-dev-audit")
        for mode in ("secondaryIp", "elasticIp")},
     "firehose-delivery": json.dumps(delivery_role_policy(
         "arn:aws:s3:::platform-dev-logs", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
@@ -38,7 +39,8 @@ IDENTITY_POLICIES = {
     "alertmanager-publisher": json.dumps(publisher_policy(
         ["arn:aws:sns:us-east-1:111122223333:page", "arn:aws:sns:us-east-1:111122223333:ticket"],
         "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab")),
-    "log-shipper": json.dumps(shipper_policy("arn:aws:firehose:us-east-1:111122223333:deliverystream/platform-dev-logs")),
+    "log-shipper": json.dumps(shipper_policy("arn:aws:firehose:us-east-1:111122223333:deliverystream/platform-dev-logs",
+                                             "arn:aws:firehose:us-east-1:111122223333:deliverystream/platform-dev-audit")),
 }
 TRUST_POLICIES = {
     "eks-cluster": service_trust_policy("eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")),

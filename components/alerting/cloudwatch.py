@@ -40,15 +40,16 @@ def nat_gateway_alarms(az: str, nat_gateway_id: Any) -> list[CloudWatchAlarm]:
     ]  # fmt: skip
 
 
-def firehose_alarms(stream_name: Any, buffering_interval_seconds: int) -> list[CloudWatchAlarm]:
+def firehose_alarms(stream_name: Any, buffering_interval_seconds: int, name: str = "firehose",
+                    records: str = "log records") -> list[CloudWatchAlarm]:  # fmt: skip
     """Records not reaching S3: delivery failing, or the oldest record older than a few buffer intervals."""
     dims = {"DeliveryStreamName": stream_name}
     freshness = max(900, 3 * buffering_interval_seconds)
     return [
-        CloudWatchAlarm("firehose-delivery-failing", "Firehose fails to deliver log records to S3",
+        CloudWatchAlarm(f"{name}-delivery-failing", f"Firehose fails to deliver {records} to S3",
                         "AWS/Firehose", "DeliveryToS3.Success", "Minimum", "LessThanThreshold", 1, 3, "warning", dims,
                         period=300),
-        CloudWatchAlarm("firehose-data-stale", f"Log records wait more than {freshness} s in Firehose",
+        CloudWatchAlarm(f"{name}-data-stale", f"{records.capitalize()} wait more than {freshness} s in Firehose",
                         "AWS/Firehose", "DeliveryToS3.DataFreshness", "Maximum", "GreaterThanThreshold", freshness, 3,
                         "warning", dims, period=300),
     ]  # fmt: skip

@@ -52,13 +52,15 @@ FREE_TYPES = frozenset({
     "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration",
     "aws:route53/resolverRuleAssociation:ResolverRuleAssociation",
     "aws:acm/certificate:Certificate", "aws:acm/certificateValidation:CertificateValidation",  # public ACM: free
-    "aws:kms/alias:Alias",
+    "aws:kms/alias:Alias", "aws:athena/namedQuery:NamedQuery",
+    "aws:glue/catalogDatabase:CatalogDatabase", "aws:glue/catalogTable:CatalogTable",  # Glue's first million objects: free
 })  # fmt: skip
 # Priced per request or invocation: at this platform's volumes a few dollars at most, and
 # not in the usage file; listed with the unpriced so the total never hides them.
 REQUEST_PRICED = frozenset({
     "aws:lambda/function:Function", "aws:sqs/queue:Queue", "aws:sns/topic:Topic", "aws:cloudfront/function:Function",
     "aws:route53/record:Record",  # queries; the hosted zone is not this stack's
+    "aws:athena/workgroup:Workgroup",  # per TB a query scans (capped by storage.auditQueryScanLimitGb)
 })  # fmt: skip
 ALB_INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"  # the AWS Load Balancer Controller makes an ALB per group
 

@@ -31,6 +31,9 @@ class FailoverPairArgs:
     vpc_cidr: str
     subnet_ids_by_az: dict[str, dict[str, pulumi.Output[str]]]  # tier -> AZ -> subnet id
     alarm_topic_arns: dict[str, pulumi.Input[str]]  # severity -> topic (components/alerting)
+    # The audit stream (components/storage): each node puts its failover.transition events there.
+    audit_stream_name: pulumi.Input[str] | None = None
+    audit_stream_arn: pulumi.Input[str] | None = None
 
 
 class FailoverPair(PlatformComponent):
@@ -125,7 +128,7 @@ class FailoverPair(PlatformComponent):
 
     def _node(self, node: str, config: FailoverConfig, args: FailoverPairArgs, layout, interface: aws.ec2.NetworkInterface,
               elastic_ip: aws.ec2.Eip | None, parameter: aws.ssm.Parameter, identity: Any) -> None:  # fmt: skip
-        role = aws.iam.Role(self.child_name(node), description=f"{args.pair_name} node {node}: VIP, password, metrics",
+        role = aws.iam.Role(self.child_name(node), description=f"{args.pair_name} node {node}: VIP, password, metrics, audit",
                             assume_role_policy=service_trust_policy("ec2.amazonaws.com"), tags=self.tags(node),
                             opts=self.child_opts())  # fmt: skip
         aws.iam.RolePolicyAttachment(self.child_name(f"{node}-ssm"), role=role.name,
@@ -134,19 +137,19 @@ class FailoverPair(PlatformComponent):
         allocation = elastic_ip.allocation_id if elastic_ip is not None else None
         aws.iam.RolePolicy(
             self.child_name(node), role=role.id,
-            policy=pulumi.Output.all(identity.account_id, interface.id, allocation, parameter.arn).apply(
+            policy=pulumi.Output.all(identity.account_id, interface.id, allocation, parameter.arn, args.audit_stream_arn).apply(
                 lambda v: policies.node_role_policy(mode=config.vip_mode, region=args.region, account_id=v[0],
                                                     network_interface_id=v[1], allocation_id=v[2],
-                                                    password_parameter_arn=v[3])),
+                                                    password_parameter_arn=v[3], audit_stream_arn=v[4])),
             opts=self.child_opts(),
         )  # fmt: skip
         profile = aws.iam.InstanceProfile(self.child_name(node), role=role.name, tags=self.tags(node),
                                           opts=self.child_opts())  # fmt: skip
 
         def user_data(values: list[Any]) -> str:
-            eni_id, allocation_id, parameter_name = values
-            settings = agent_settings(layout, node, config, args.pair_name, region=args.region,
-                                      network_interface_id=eni_id, allocation_id=allocation_id)  # fmt: skip
+            eni_id, allocation_id, parameter_name, audit_stream = values
+            settings = agent_settings(layout, node, config, args.pair_name, region=args.region, network_interface_id=eni_id,
+                                      allocation_id=allocation_id, audit_stream=audit_stream)  # fmt: skip
             packed = compressed_user_data(cloud_init(layout, node, config, args.pair_name, settings, parameter_name,
                                                      args.region))  # fmt: skip
             if len(packed) * 3 // 4 > USER_DATA_LIMIT:
@@ -156,7 +159,7 @@ class FailoverPair(PlatformComponent):
         template = aws.ec2.LaunchTemplate(
             self.child_name(node),
             image_id=config.ami, instance_type=config.instance_type, iam_instance_profile={"arn": profile.arn},
-            user_data=pulumi.Output.all(interface.id, allocation, parameter.name).apply(user_data),
+            user_data=pulumi.Output.all(interface.id, allocation, parameter.name, args.audit_stream_name).apply(user_data),
             metadata_options={"http_tokens": "required", "http_put_response_hop_limit": 1, "http_endpoint": "enabled"},
             block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {
                 "volume_size": config.root_volume_gb, "volume_type": "gp3", "encrypted": "true",

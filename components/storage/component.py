@@ -13,7 +13,7 @@ from components.base import PlatformComponent
 from components.config import StorageConfig
 from components.eks.policies import irsa_trust_policy, service_trust_policy
 from components.alerting.cloudwatch import firehose_alarms
-from components.storage import firehose, lifecycle, shipping
+from components.storage import audit, firehose, lifecycle, shipping
 from components.tagging import TagContext
 
 
@@ -38,13 +38,17 @@ class TieredStorageArgs:
 
 class TieredStorage(PlatformComponent):
     """Cold buckets per data class (SSE-KMS, lifecycle down to Deep Archive, TLS only, access
-    logs, Object Lock where configured), Firehose into the logs bucket, Fluent Bit shipping to it.
+    logs, Object Lock where configured), Firehose into the logs bucket and a second stream
+    into the Object-Locked audit bucket, Fluent Bit shipping to both, and the Glue table and
+    Athena workgroup that query the audit events (:mod:`components.storage.audit`).
 
     The hot tier (node-local disks) is part of the GPU nodes' launch templates
     (``components/gpu``); its sizes come from the same config (:mod:`components.storage.shipping`).
 
-    Outputs: ``bucket_names`` (class → name), ``stream_name``, ``kms_key_arn``; ``access_log_bucket``
-    (SSE-S3: S3 server access logs, and load balancer access logs under ``alb/``).
+    Outputs: ``bucket_names`` (class → name), ``stream_name``, ``audit_stream_name``,
+    ``audit_stream_arn`` (the failover agents put their events there), ``kms_key_arn``,
+    ``audit_workgroup``; ``access_log_bucket`` (SSE-S3: S3 server access logs, and load
+    balancer access logs under ``alb/``).
     """
 
     def __init__(self, name: str, args: TieredStorageArgs, tags: TagContext, provider: aws.Provider,
@@ -89,53 +93,98 @@ class TieredStorage(PlatformComponent):
             opts=self.child_opts())  # fmt: skip
         self.access_log_bucket = access_logs  # load balancers log here too (ingress)
 
-        stream = self._firehose(args, key)
-        self.metric_alarms(args.name_prefix, firehose_alarms(stream.name, config.firehose.buffering_interval_seconds),
-                           args.alarm_topic_arns)  # fmt: skip
-        self._shipper(args, stream, sizing)
+        interval = config.firehose.buffering_interval_seconds
+        # Child names of the logs stream predate the audit stream: kept, so no stack replaces it.
+        stream = self._firehose(args, key, firehose.LOGS, role_name="firehose", stream_name="logs")
+        audit_stream = self._firehose(args, key, firehose.AUDIT, role_name="audit-firehose", stream_name="audit-stream")
+        self.metric_alarms(args.name_prefix, firehose_alarms(stream.name, interval) + firehose_alarms(
+            audit_stream.name, interval, name="audit-firehose", records="audit events"), args.alarm_topic_arns)  # fmt: skip
+        self._shipper(args, stream, audit_stream, sizing)
+        self.audit_workgroup = self._audit_queries(args, key)
         self.bucket_names = {data_class: bucket.bucket for data_class, bucket in self.buckets.items()}
-        self.stream_name = stream.name
+        self.stream_name, self.audit_stream_name, self.audit_stream_arn = stream.name, audit_stream.name, audit_stream.arn
         self.kms_key_arn = key.arn
-        self.register_outputs({"bucket_names": self.bucket_names, "stream_name": stream.name, "kms_key_arn": key.arn})
+        self.register_outputs({"bucket_names": self.bucket_names, "stream_name": stream.name, "kms_key_arn": key.arn,
+                               "audit_stream_name": audit_stream.name, "audit_workgroup": self.audit_workgroup})  # fmt: skip
 
-    def _firehose(self, args: TieredStorageArgs, key: aws.kms.Key) -> aws.kinesis.FirehoseDeliveryStream:
-        config, stream_name = args.config.firehose, f"{args.name_prefix}-logs"
-        logs_bucket = self.buckets["logs"]
-        log_group = aws.cloudwatch.LogGroup(self.child_name("firehose"), name=f"/aws/kinesisfirehose/{stream_name}",
-                                            retention_in_days=config.error_retention_days, tags=self.tags("firehose"),
+    def _firehose(self, args: TieredStorageArgs, key: aws.kms.Key, layout: firehose.StreamLayout, *, role_name: str,
+                  stream_name: str) -> aws.kinesis.FirehoseDeliveryStream:  # fmt: skip
+        config, name = args.config.firehose, f"{args.name_prefix}-{layout.suffix}"
+        bucket = self.buckets[layout.data_class]
+        log_group = aws.cloudwatch.LogGroup(self.child_name(role_name), name=f"/aws/kinesisfirehose/{name}",
+                                            retention_in_days=config.error_retention_days, tags=self.tags(role_name),
                                             opts=self.child_opts())  # fmt: skip
-        aws.cloudwatch.LogStream(self.child_name("firehose"), name="S3Delivery", log_group_name=log_group.name,
+        aws.cloudwatch.LogStream(self.child_name(role_name), name="S3Delivery", log_group_name=log_group.name,
                                  opts=self.child_opts())  # fmt: skip
-        role = aws.iam.Role(self.child_name("firehose"), description="Firehose delivers log records to the logs bucket",
-                            assume_role_policy=service_trust_policy("firehose.amazonaws.com"), tags=self.tags("firehose"),
+        role = aws.iam.Role(self.child_name(role_name), description=f"Firehose delivers records to the {layout.data_class} bucket",
+                            assume_role_policy=service_trust_policy("firehose.amazonaws.com"), tags=self.tags(role_name),
                             opts=self.child_opts())  # fmt: skip
         policy = aws.iam.RolePolicy(
-            self.child_name("firehose"), role=role.id,
-            policy=pulumi.Output.all(logs_bucket.arn, key.arn, log_group.arn).apply(
+            self.child_name(role_name), role=role.id,
+            policy=pulumi.Output.all(bucket.arn, key.arn, log_group.arn).apply(
                 lambda v: json.dumps(firehose.delivery_role_policy(*v))),
             opts=self.child_opts())  # fmt: skip
         # ARNs are outputs; the structure around them is known now (and in the offline plan).
         destination = firehose.to_pulumi_destination(firehose.destination(
-            role_arn=role.arn, bucket_arn=logs_bucket.arn, kms_key_arn=key.arn, log_group=f"/aws/kinesisfirehose/{stream_name}",
-            buffering_size_mb=config.buffering_size_mb, buffering_interval_seconds=config.buffering_interval_seconds))  # fmt: skip
+            role_arn=role.arn, bucket_arn=bucket.arn, kms_key_arn=key.arn, log_group=f"/aws/kinesisfirehose/{name}",
+            buffering_size_mb=config.buffering_size_mb, buffering_interval_seconds=config.buffering_interval_seconds,
+            layout=layout))  # fmt: skip
         return aws.kinesis.FirehoseDeliveryStream(
-            self.child_name("logs"), name=stream_name, destination="extended_s3",
+            self.child_name(stream_name), name=name, destination="extended_s3",
             extended_s3_configuration=destination,
             server_side_encryption={"enabled": True, "key_type": "CUSTOMER_MANAGED_CMK", "key_arn": key.arn},
-            tags=self.tags("logs"), opts=self.child_opts(depends_on=[policy]),
+            tags=self.tags(stream_name), opts=self.child_opts(depends_on=[policy]),
         )  # fmt: skip
 
-    def _shipper(self, args: TieredStorageArgs, stream: aws.kinesis.FirehoseDeliveryStream, sizing: shipping.HotSizing) -> None:
+    def _audit_queries(self, args: TieredStorageArgs, key: aws.kms.Key) -> pulumi.Output[str]:
+        """The Glue table over the audit bucket, and an Athena workgroup with the saved queries.
+
+        Query results go to the logs bucket under ``athena-results/`` (KMS-encrypted): the audit
+        bucket stays write-once, holding only what Firehose delivered.
+        """
+        database = aws.glue.CatalogDatabase(
+            self.child_name("audit"), name=f"{args.name_prefix}-audit".replace("-", "_"),
+            description="Audit events of the platform (docs/audit.md)", tags=self.tags("audit"), opts=self.child_opts())  # fmt: skip
+        bucket = self.buckets[firehose.AUDIT.data_class]
+        fixed = audit.to_pulumi_table(audit.table_input("-"))  # the parts that don't name the bucket
+        located = bucket.bucket.apply(lambda name: audit.to_pulumi_table(audit.table_input(name)))
+        aws.glue.CatalogTable(
+            self.child_name("audit"), database_name=database.name, name=fixed["name"], description=fixed["description"],
+            table_type=fixed["table_type"], partition_keys=fixed["partition_keys"], parameters=located["parameters"],
+            storage_descriptor=located["storage_descriptor"], opts=self.child_opts())  # fmt: skip
+        results = self.buckets[firehose.LOGS.data_class]
+        workgroup = aws.athena.Workgroup(
+            self.child_name("audit"), name=f"{args.name_prefix}-audit", description="Queries over the audit events",
+            force_destroy=False, tags=self.tags("audit"),
+            configuration={
+                "enforce_workgroup_configuration": True, "publish_cloudwatch_metrics_enabled": True,
+                "bytes_scanned_cutoff_per_query": args.config.audit_query_scan_limit_gb * 1024**3,
+                "result_configuration": {
+                    "output_location": results.bucket.apply(lambda b: f"s3://{b}/athena-results/"),
+                    "encryption_configuration": {"encryption_option": "SSE_KMS", "kms_key_arn": key.arn},
+                },
+            },
+            opts=self.child_opts())  # fmt: skip
+        for query_name, (description, sql) in audit.QUERIES.items():
+            aws.athena.NamedQuery(self.child_name(f"audit-{query_name}"), name=query_name, description=description,
+                                  database=database.name, query=sql, workgroup=workgroup.name,
+                                  opts=self.child_opts())  # fmt: skip
+        return workgroup.name
+
+    def _shipper(self, args: TieredStorageArgs, stream: aws.kinesis.FirehoseDeliveryStream,
+                 audit_stream: aws.kinesis.FirehoseDeliveryStream, sizing: shipping.HotSizing) -> None:  # fmt: skip
         namespace = args.config.shipping.namespace
         trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer).apply(
             lambda v: irsa_trust_policy(v[0], v[1], namespace, shipping.SERVICE_ACCOUNT))
         role = aws.iam.Role(self.child_name("shipper"), description="Fluent Bit puts container logs into Firehose",
                             assume_role_policy=trust, tags=self.tags("shipper"), opts=self.child_opts())  # fmt: skip
         aws.iam.RolePolicy(self.child_name("shipper"), role=role.id,
-                           policy=stream.arn.apply(lambda arn: json.dumps(firehose.shipper_policy(arn))),
+                           policy=pulumi.Output.all(stream.arn, audit_stream.arn).apply(
+                               lambda arns: json.dumps(firehose.shipper_policy(*arns))),
                            opts=self.child_opts())  # fmt: skip
-        config_text = stream.name.apply(
-            lambda name: shipping.fluent_bit_config(region=args.region, stream_name=name, sizing=sizing))
+        config_text = pulumi.Output.all(stream.name, audit_stream.name).apply(
+            lambda names: shipping.fluent_bit_config(region=args.region, stream_name=names[0], audit_stream_name=names[1],
+                                                     sizing=sizing))  # fmt: skip
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
         namespace_resource = None
         for manifest in shipping.kubernetes_objects(args.config.shipping, role.arn, config_text):

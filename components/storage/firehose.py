@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 # Partitioned by component (a key Fluent Bit sets on every record) and by UTC arrival date,
 # Hive-style so Athena/Glue read the partitions without configuration.
-PREFIX = "logs/component=!{partitionKeyFromQuery:component}/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/"
-ERROR_PREFIX = "errors/!{firehose:error-output-type}/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/"
+DATE = "year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/"
+PREFIX = "logs/component=!{partitionKeyFromQuery:component}/" + DATE
+ERROR_PREFIX = "errors/!{firehose:error-output-type}/" + DATE
 METADATA_QUERY = "{component: .component}"
+# Audit events: partitioned by their source (the part of `event` before the first dot:
+# inference, mirror, failover), so a question about failovers reads no request events.
+AUDIT_PREFIX = "events/source=!{partitionKeyFromQuery:source}/" + DATE
+AUDIT_METADATA_QUERY = '{source: (.event | split(".") | .[0])}'
 PARTITIONING_RETRY_SECONDS = 300
 
 
+@dataclass(frozen=True)
+class StreamLayout:
+    """What tells the two delivery streams apart: the stream's name suffix, its bucket, its partitions."""
+
+    suffix: str  # the stream is <project>-<environment>-<suffix>
+    data_class: str  # the cold class whose bucket receives it
+    prefix: str
+    error_prefix: str
+    metadata_query: str
+
+
+LOGS = StreamLayout("logs", "logs", PREFIX, ERROR_PREFIX, METADATA_QUERY)
+AUDIT = StreamLayout("audit", "audit", AUDIT_PREFIX, ERROR_PREFIX, AUDIT_METADATA_QUERY)
+
+
 def destination(*, role_arn: Any, bucket_arn: Any, kms_key_arn: Any, log_group: str, buffering_size_mb: int,
-                buffering_interval_seconds: int) -> dict[str, Any]:  # fmt: skip
+                buffering_interval_seconds: int, layout: StreamLayout = LOGS) -> dict[str, Any]:  # fmt: skip
     """``ExtendedS3DestinationConfiguration`` of CreateDeliveryStream (the ARNs may be Pulumi outputs)."""
     return {
         "RoleARN": role_arn,
         "BucketARN": bucket_arn,
-        "Prefix": PREFIX,
-        "ErrorOutputPrefix": ERROR_PREFIX,
+        "Prefix": layout.prefix,
+        "ErrorOutputPrefix": layout.error_prefix,
         "BufferingHints": {"SizeInMBs": buffering_size_mb, "IntervalInSeconds": buffering_interval_seconds},
         "CompressionFormat": "GZIP",
         "EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": kms_key_arn}},
@@ -27,7 +48,7 @@ def destination(*, role_arn: Any, bucket_arn: Any, kms_key_arn: Any, log_group: 
         "DynamicPartitioningConfiguration": {"Enabled": True, "RetryOptions": {"DurationInSeconds": PARTITIONING_RETRY_SECONDS}},
         "ProcessingConfiguration": {"Enabled": True, "Processors": [
             {"Type": "MetadataExtraction", "Parameters": [
-                {"ParameterName": "MetadataExtractionQuery", "ParameterValue": METADATA_QUERY},
+                {"ParameterName": "MetadataExtractionQuery", "ParameterValue": layout.metadata_query},
                 {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]},
             # One JSON object per line in the objects, as Athena reads them.
             {"Type": "AppendDelimiterToRecord", "Parameters": [{"ParameterName": "Delimiter", "ParameterValue": "\\n"}]},
@@ -78,9 +99,9 @@ def delivery_role_policy(bucket_arn: str, kms_key_arn: str, log_group_arn: str) 
     ]}  # fmt: skip
 
 
-def shipper_policy(stream_arn: str) -> dict[str, Any]:
-    """Fluent Bit's IRSA role: put records into this stream only (Firehose encrypts with its own grant)."""
+def shipper_policy(*stream_arns: str) -> dict[str, Any]:
+    """Fluent Bit's IRSA role: put records into these streams only (Firehose encrypts with its own grant)."""
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "PutRecords", "Effect": "Allow", "Action": ["firehose:PutRecordBatch", "firehose:PutRecord"],
-         "Resource": stream_arn},
+         "Resource": list(stream_arns) if len(stream_arns) > 1 else stream_arns[0]},
     ]}  # fmt: skip

@@ -8,6 +8,11 @@ Sizing, from the expected log volume and the hot retention:
   wait on the node and nothing is dropped; beyond it the oldest chunks go first;
 - kubelet rotates each container's log at ``containerLogMaxSize`` and keeps
   ``containerLogMaxFiles``, sized so the node's share for ``retentionDays`` fits.
+
+Audit events (``"audit": "v1"``, :mod:`components.storage.audit`) leave the log stream for
+the audit stream. Both outputs get the same cap: the node's whole share was sized for, and
+the two buffers together hold only what the node actually logged during an outage, so
+neither drops an event before ``retentionDays`` and the disk holds no more than sized.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import HotTierConfig, LogShippingConfig
+from components.storage import audit
 from components.gpu.scheduling import gpu_toleration
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
@@ -62,8 +68,18 @@ def kubelet_log_rotation(sizing: HotSizing) -> dict[str, Any]:
     return {"containerLogMaxSize": f"{sizing.container_log_max_mib}Mi", "containerLogMaxFiles": sizing.container_log_files}
 
 
-def fluent_bit_config(*, region: str, stream_name: str, sizing: HotSizing) -> str:
-    """fluent-bit.conf: tail container logs, add Kubernetes metadata and ``component``, ship to Firehose."""
+AUDIT_TAG_PREFIX = "audit"
+AUDIT_EMITTER = "audit_emitter"
+
+
+def fluent_bit_config(*, region: str, stream_name: str, audit_stream_name: str, sizing: HotSizing) -> str:
+    """fluent-bit.conf: tail container logs, add Kubernetes metadata and ``component``, move audit
+    events to their own tag, ship logs and audit events to their Firehose streams.
+
+    The rewrite_tag filter re-emits a matching record under ``audit.<tag>`` (through a
+    filesystem-buffered emitter, so a restart loses none) and drops it from ``kube.*``
+    (``false``): an audit event is in the audit bucket, never in the logs bucket too.
+    """
     return f"""\
 [SERVICE]
     Flush                     5
@@ -104,6 +120,14 @@ def fluent_bit_config(*, region: str, stream_name: str, sizing: HotSizing) -> st
     script  /fluent-bit/etc/{COMPONENT_SCRIPT}
     call    set_component
 
+[FILTER]
+    Name                  rewrite_tag
+    Match                 kube.*
+    Rule                  ${audit.MARKER_KEY} {audit.ROUTING_REGEX} {AUDIT_TAG_PREFIX}.$TAG false
+    Emitter_Name          {AUDIT_EMITTER}
+    Emitter_Storage.type  filesystem
+    Emitter_Mem_Buf_Limit 10M
+
 [OUTPUT]
     Name                     kinesis_firehose
     Match                    kube.*
@@ -111,6 +135,14 @@ def fluent_bit_config(*, region: str, stream_name: str, sizing: HotSizing) -> st
     delivery_stream          {stream_name}
     time_key                 time
     time_key_format          %Y-%m-%dT%H:%M:%S.%3NZ
+    Retry_Limit              False
+    storage.total_limit_size {sizing.buffer_limit_mib}M
+
+[OUTPUT]
+    Name                     kinesis_firehose
+    Match                    {AUDIT_TAG_PREFIX}.*
+    region                   {region}
+    delivery_stream          {audit_stream_name}
     Retry_Limit              False
     storage.total_limit_size {sizing.buffer_limit_mib}M
 """

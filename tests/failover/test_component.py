@@ -116,3 +116,27 @@ def test_the_redis_password_is_generated_and_stored_as_a_secure_string(plans, st
     config = load_stack_config(stack, ROOT)
     assert store["endpoint"] == str(aws_layout(config.failover, config.network).vip.ip)
     assert store["passwordParameter"] == parameter.inputs["name"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_node_is_told_the_audit_stream_and_may_put_into_it(plans, stack):
+    """The values are outputs (unknown offline): the wiring shows in the dependencies."""
+    plan = plans[stack]
+    for node in "ab":
+        policy = next(r for r in _failover(plan, "aws:iam/rolePolicy:RolePolicy").values() if r.name == f"failover-{node}")
+        template = _failover(plan, "aws:ec2/launchTemplate:LaunchTemplate")[f"failover-{node}"]
+        for resource, field in ((policy, "policy"), (template, "userData")):
+            assert any(urn.endswith("FirehoseDeliveryStream::storage-audit-stream") for urn in resource.dependencies[field])
+
+
+def test_agent_settings_name_the_audit_stream_on_aws_and_none_on_an_l2_pair():
+    from components.failover.render import agent_settings, on_prem_layout
+
+    config = load_stack_config("prod", ROOT)
+    layout = aws_layout(config.failover, config.network)
+    settings = agent_settings(layout, "a", config.failover, "pair", region="us-east-1", network_interface_id="eni-a",
+                              allocation_id=None, audit_stream="platform-prod-audit")  # fmt: skip
+    assert settings["auditStream"] == "platform-prod-audit"
+    onprem = load_stack_config("hybrid", ROOT, EXAMPLES).failover  # the example with an on-premises pair
+    l2 = agent_settings(on_prem_layout(onprem), "a", onprem, "pair", audit_stream="platform-prod-audit")
+    assert l2["auditStream"] is None  # no AWS credentials on premises: events stay in the node's event log

@@ -10,6 +10,7 @@ import pytest
 
 from inference_server import audit
 
+from ..storage.firehose_semantics import firehose_semantics  # noqa: F401
 from .conftest import MODEL, auth_headers, start_server
 
 PROMPT = "zebra-quartz-7781 confidential prompt"
@@ -76,3 +77,46 @@ def test_the_client_address_follows_the_entries_rules():
     assert audit.client_ip({b"x-real-ip": b"10.0.0.9", b"x-forwarded-for": b"1.1.1.1"}, "127.0.0.1") == "10.0.0.9"
     assert audit.client_ip({b"x-forwarded-for": b"6.6.6.6, 203.0.113.1"}, "10.1.2.3") == "203.0.113.1"
     assert audit.client_ip({}, "10.1.2.3") == "10.1.2.3"
+
+
+def test_the_events_land_in_the_locked_audit_bucket_and_the_finance_query_sums_them(audited, firehose_semantics,  # noqa: F811
+                                                                                   tmp_path):  # fmt: skip
+    """The server's real audit lines, shipped as Fluent Bit ships them, through the audit stream on moto."""
+    import boto3
+    from moto import mock_aws
+
+    from components.storage import audit as trail
+
+    from ..storage.audit_trail import athena_table, create_audit_stream, landed, partition_of, shipped
+    from ..storage.firehose_semantics import utc_now
+
+    asked = {"initech": 2, "umbrella": 1}  # within the fixture's burst of 2 per tenant
+    ids = []
+    for tenant, count in asked.items():
+        for index in range(count):
+            ids.append(f"audit-land-{tenant}-{index}")
+            response = httpx.post(f"{audited.url}/v1/completions", timeout=30,
+                                  headers={**auth_headers(tenant=tenant, sub=f"{tenant}-app"), "X-Request-ID": ids[-1]},
+                                  json={"model": MODEL, "prompt": PROMPT, "max_tokens": 2 + index, "temperature": 0})  # fmt: skip
+            assert response.status_code == 200
+    lines = [event for request_id in ids for event in _events(audited, request_id)]
+    assert len(lines) == len(ids)
+    with mock_aws():
+        aws = {name: boto3.client(name, region_name="us-east-1") for name in ("s3", "firehose", "iam", "kms")}
+        bucket, stream = create_audit_stream(aws)
+        result = aws["firehose"].put_record_batch(DeliveryStreamName=stream, Records=[{"Data": shipped(e)} for e in lines])
+        assert result["FailedPutCount"] == 0
+        now = utc_now()
+        objects = landed(aws["s3"], bucket)
+        [(key, events)] = objects.items()
+        assert partition_of(key) == {"source": "inference", "year": f"{now:%Y}", "month": f"{now:%m}", "day": f"{now:%d}"}
+        assert sorted(e["requestId"] for e in events) == sorted(ids)
+        assert aws["s3"].head_object(Bucket=bucket, Key=key)["ObjectLockMode"] == "GOVERNANCE"
+    assert not any("zebra" in json.dumps(e) for e in events)  # the delivered object holds no prompt text
+
+    connection = athena_table(objects, tmp_path / "athena")
+    _, sql = trail.QUERIES["tokens-by-tenant"]
+    rows = {row[0]: row[2:] for row in connection.execute(sql, [now.year, now.month]).fetchall()}
+    expected = {tenant: (count, sum(e["tokensIn"] for e in lines if e["tenant"] == tenant),
+                         sum(e["tokensOut"] for e in lines if e["tenant"] == tenant)) for tenant, count in asked.items()}  # fmt: skip
+    assert rows == expected and expected["initech"][2] == 2 + 3  # max_tokens 2 and 3, greedy to the limit

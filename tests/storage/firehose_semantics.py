@@ -13,6 +13,9 @@ stream's processing configuration. Firehose itself (Amazon Data Firehose develop
   ``!{firehose:error-output-type}`` this emulation names ``partitioning-failed``;
 - compresses each object as ``CompressionFormat`` says (GZIP: a ``.gz`` object).
 
+And what S3 does to any new object (moto applies it in its HTTP layer, which this backend
+call skips): a bucket with a default Object Lock retention locks each object it receives.
+
 Only the pieces our stream uses are emulated; anything else raises, so a stream that
 relies on more cannot pass silently.
 """
@@ -121,7 +124,10 @@ def put_s3_records(self: FirehoseBackend, delivery_stream_name: str, version_id:
         name = f"{delivery_stream_name}-{version_id}-{now.strftime('%Y-%m-%d-%H-%M-%S')}-{mock_random.uuid4()}"
         if compression == "GZIP":
             body, name = gzip.compress(body), name + ".gz"
-        s3_backends[self.account_id][self.partition].put_object(bucket_name, prefix + name, body)
+        s3 = s3_backends[self.account_id][self.partition]
+        bucket = s3.get_bucket(bucket_name)
+        lock = {"lock_mode": bucket.default_lock_mode, "lock_until": bucket.default_retention()} if bucket.has_default_lock else {}
+        s3.put_object(bucket_name, prefix + name, body, **lock)
     return [{"RecordId": str(mock_random.uuid4())} for _ in records]
 
 

@@ -69,9 +69,14 @@ def test_each_class_bucket_is_encrypted_private_logged_and_tiered(plans, stack):
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_firehose_delivers_into_the_logs_bucket_as_configured(plans, stack):
+@pytest.mark.parametrize("layout, stream_name, role_name", [(firehose.LOGS, "storage-logs", "storage-firehose"),
+                                                            (firehose.AUDIT, "storage-audit-stream", "storage-audit-firehose")])
+def test_each_stream_delivers_into_its_bucket_as_configured(plans, stack, layout, stream_name, role_name):
     plan, config = plans[stack], load_stack_config(stack, ROOT).storage
-    [stream] = _storage(plan, "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream").values()
+    streams = _storage(plan, "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream")
+    assert set(streams) == {"storage-logs", "storage-audit-stream"}
+    stream = streams[stream_name]
+    assert stream.inputs["name"] == f"platform-{stack}-{layout.suffix}"
     assert stream.inputs["destination"] == "extended_s3"
     assert stream.inputs["serverSideEncryption"]["enabled"] is True
     assert stream.inputs["serverSideEncryption"]["keyType"] == "CUSTOMER_MANAGED_CMK"
@@ -79,12 +84,39 @@ def test_firehose_delivers_into_the_logs_bucket_as_configured(plans, stack):
     # The structure moto's Firehose took; only the ARNs are unknown offline.
     expected = firehose.to_pulumi_destination(firehose.destination(
         role_arn="[unknown]", bucket_arn="[unknown]", kms_key_arn="[unknown]", log_group="/aws/kinesisfirehose/"
-        f"platform-{stack}-logs", buffering_size_mb=config.firehose.buffering_size_mb,
-        buffering_interval_seconds=config.firehose.buffering_interval_seconds))  # fmt: skip
+        f"platform-{stack}-{layout.suffix}", buffering_size_mb=config.firehose.buffering_size_mb,
+        buffering_interval_seconds=config.firehose.buffering_interval_seconds, layout=layout))  # fmt: skip
     assert destination == _wire_snake(expected)
     deps = stream.dependencies["extendedS3Configuration"]
-    assert any(urn.endswith("Bucket::storage-logs") for urn in deps) and any(urn.endswith("Key::storage-data") for urn in deps)
-    assert any(urn.endswith("RolePolicy::storage-firehose") for urn in stream.depends_on)
+    assert any(urn.endswith(f"Bucket::storage-{layout.data_class}") for urn in deps)
+    assert any(urn.endswith("Key::storage-data") for urn in deps)
+    assert any(urn.endswith(f"RolePolicy::{role_name}") for urn in stream.depends_on)
+    [policy] = [r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == role_name]
+    assert any(urn.endswith(f"Bucket::storage-{layout.data_class}") for urn in policy.dependencies["policy"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_audit_table_reads_the_audit_bucket_and_the_workgroup_saves_the_queries(plans, stack):
+    from components.storage import audit
+
+    plan = plans[stack]
+    bucket = f"platform-{stack}-audit"
+    [database] = _storage(plan, "aws:glue/catalogDatabase:CatalogDatabase").values()
+    [table] = _storage(plan, "aws:glue/catalogTable:CatalogTable").values()
+    assert database.inputs["name"] == f"platform_{stack}_audit"
+    assert table.dependencies["databaseName"][0].endswith("CatalogDatabase::storage-audit")
+    assert {k: v for k, v in table.inputs.items() if k != "databaseName"} == _wire_snake(
+        audit.to_pulumi_table(audit.table_input(bucket)))
+    [workgroup] = _storage(plan, "aws:athena/workgroup:Workgroup").values()
+    settings = workgroup.inputs["configuration"]
+    assert settings["enforceWorkgroupConfiguration"] is True
+    assert settings["resultConfiguration"]["outputLocation"] == f"s3://platform-{stack}-logs/athena-results/"
+    assert settings["resultConfiguration"]["encryptionConfiguration"]["encryptionOption"] == "SSE_KMS"
+    scan_limit = load_stack_config(stack, ROOT).storage.audit_query_scan_limit_gb
+    assert settings["bytesScannedCutoffPerQuery"] == scan_limit * 1024**3
+    queries = {q.inputs["name"]: q for q in _storage(plan, "aws:athena/namedQuery:NamedQuery").values()}
+    assert {name: q.inputs["query"] for name, q in queries.items()} == {n: sql for n, (_, sql) in audit.QUERIES.items()}
+    assert all(q.dependencies["workgroup"][0].endswith("Workgroup::storage-audit") for q in queries.values())
 
 
 def test_the_pulumi_destination_is_the_api_destination_renamed():
@@ -111,7 +143,7 @@ def test_fluent_bit_runs_everywhere_with_its_own_role(plans, stack):
     assert pod["containers"][0]["image"] == config.shipping.image
     assert k8s["ServiceAccount"].dependencies["metadata"][0].endswith("Role::storage-shipper")
     [policy] = [r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "storage-shipper"]
-    assert policy.dependencies["policy"][0].endswith("FirehoseDeliveryStream::storage-logs")
+    assert sorted(urn.rsplit("::", 1)[1] for urn in policy.dependencies["policy"]) == ["storage-audit-stream", "storage-logs"]
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 import shutil
 import subprocess
 
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 from components.config import ColdClassConfig, ConfigError, HotTierConfig, LogShippingConfig, parse_config
 from components.gpu import scheduling
 from components.gpu.userdata import data_volume_script, node_config
-from components.storage import lifecycle, shipping
+from components.storage import audit, lifecycle, shipping
 
 from ..conftest import ROOT
 
@@ -68,6 +70,7 @@ def _problems(storage: dict) -> str:
     ({"classes": {"logs": {"expireDays": 100}}}, "platform:storage.classes.logs.expireDays = 100: must be later than the last transition, deepArchiveDays (180)"),
     ({"classes": {"audit": {"objectLockDays": 900}, "logs": {}}}, "platform:storage.classes.audit.expireDays = 730: is shorter than objectLockDays (900)"),
     ({"classes": {"audit": {}}}, "platform:storage.classes = "),
+    ({"classes": {"logs": {}, "audit": {}}}, "must include `audit` with objectLockDays"),
     ({"hot": {"throughputMibps": 1000}}, "platform:storage.hot.throughputMibps = 1000: gp3 allows at most iops/4 = 750 MiB/s"),
     ({"firehose": {"bufferingSizeMb": 16}}, "platform:storage.firehose.bufferingSizeMb = 16"),
     ({"hot": {"source": "ebs", "sizeGib": 20}, "shipping": {"gbPerDay": 100, "expectedNodes": 1}},
@@ -141,7 +144,8 @@ def test_the_lua_filter_handles_a_record_without_kubernetes_metadata(tmp_path):
 
 def test_the_shipper_objects_are_valid_kubernetes_and_run_on_gpu_nodes():
     sizing = shipping.hot_sizing(HotTierConfig(), LogShippingConfig())
-    config = shipping.fluent_bit_config(region="us-east-1", stream_name="platform-dev-logs", sizing=sizing)
+    config = shipping.fluent_bit_config(region="us-east-1", stream_name="platform-dev-logs",
+                                        audit_stream_name="platform-dev-audit", sizing=sizing)  # fmt: skip
     objects = shipping.kubernetes_objects(LogShippingConfig(), "arn:aws:iam::111122223333:role/shipper", config)
     for manifest in objects:
         kubernetes_validate.validate(manifest, "1.33.0", strict=True)
@@ -210,9 +214,10 @@ def test_the_seeds_logs_at_steady_state():
 
 
 # Option names Fluent Bit accepts, from fluent/fluent-bit: src/flb_config.c (SERVICE), each
-# plugin's config_map (in_tail, filter_kubernetes, filter_lua, out_kinesis_firehose) and the
-# properties every input/output takes (src/flb_input.c, src/flb_output.c). No Fluent Bit binary
-# reaches this machine, so the rendered file is checked against these names, case-insensitively.
+# plugin's config_map (in_tail, filter_kubernetes, filter_lua, filter_rewrite_tag,
+# out_kinesis_firehose) and the properties every input/output takes (src/flb_input.c,
+# src/flb_output.c). No Fluent Bit binary reaches this machine, so the rendered file is
+# checked against these names, case-insensitively.
 FLUENT_BIT_OPTIONS = {
     "SERVICE": {"flush", "log_level", "http_server", "http_listen", "http_port", "health_check", "storage.path",
                 "storage.sync", "storage.backlog.mem_limit"},
@@ -220,14 +225,13 @@ FLUENT_BIT_OPTIONS = {
              "refresh_interval"},
     "kubernetes": {"merge_log", "keep_log", "labels", "annotations", "k8s-logging.exclude"},
     "lua": {"script", "call"},
+    "rewrite_tag": {"rule", "emitter_name", "emitter_storage.type", "emitter_mem_buf_limit"},
     "kinesis_firehose": {"region", "delivery_stream", "time_key", "time_key_format"},
 }
 COMMON = {"name", "match", "tag", "storage.type", "retry_limit", "storage.total_limit_size"}
 
 
-def test_the_fluent_bit_config_uses_only_options_the_plugins_define():
-    text = shipping.fluent_bit_config(region="us-east-1", stream_name="s",
-                                      sizing=shipping.hot_sizing(HotTierConfig(), LogShippingConfig()))  # fmt: skip
+def _sections(text: str) -> list[tuple[str, dict[str, str]]]:
     sections: list[tuple[str, dict[str, str]]] = []
     for line in text.splitlines():
         if line.startswith("["):
@@ -236,12 +240,69 @@ def test_the_fluent_bit_config_uses_only_options_the_plugins_define():
             key, _, value = line.strip().partition(" ")
             assert key.lower() not in sections[-1][1], f"{key} twice in [{sections[-1][0]}]"
             sections[-1][1][key.lower()] = value.strip()
-    assert [name for name, _ in sections] == ["SERVICE", "INPUT", "FILTER", "FILTER", "OUTPUT"]
+    return sections
+
+
+def _default_config() -> str:
+    return shipping.fluent_bit_config(region="us-east-1", stream_name="logs-stream", audit_stream_name="audit-stream",
+                                      sizing=shipping.hot_sizing(HotTierConfig(), LogShippingConfig()))  # fmt: skip
+
+
+def test_the_fluent_bit_config_uses_only_options_the_plugins_define():
+    sections = _sections(_default_config())
+    assert [name for name, _ in sections] == ["SERVICE", "INPUT", "FILTER", "FILTER", "FILTER", "OUTPUT", "OUTPUT"]
     for name, options in sections:
         plugin = "SERVICE" if name == "SERVICE" else options["name"]
         unknown = set(options) - FLUENT_BIT_OPTIONS[plugin] - (COMMON if name != "SERVICE" else set())
         assert not unknown, f"[{name}] {plugin}: {sorted(unknown)}"
-    assert sections[-1][1]["match"] == sections[1][1]["tag"]  # what the input tags, the output ships
+    assert sections[-2][1]["match"] == sections[1][1]["tag"]  # what the input tags, the log output ships
+
+
+def route(config: str, tag: str, record: dict) -> list[str]:
+    """The delivery streams a record reaches through this config's filters and outputs.
+
+    A model of Fluent Bit's routing, for the parts this config uses: filters run in order on
+    records whose tag their ``Match`` globs; ``rewrite_tag`` re-emits a record whose key
+    matches the rule's regex under the new tag, from the top of the pipeline, and drops the
+    original when the rule's last word is ``false``. As in ``flb_ra_key_regex_match``, the
+    regex only ever matches a string value. kubernetes and lua filters are left out: the lua
+    filter runs under real Lua above, and the merged record is what ``record`` stands for.
+    """
+    sections = _sections(config)
+    reached: list[str] = []
+    pending = [(tag, record)]
+    while pending:
+        tag, record = pending.pop()
+        dropped = False
+        for kind, options in sections:
+            if kind != "FILTER" or options["name"] != "rewrite_tag" or not fnmatch.fnmatchcase(tag, options["match"]):
+                continue
+            key, regex, new_tag, keep = options["rule"].split()
+            value = record.get(key.lstrip("$"))
+            if isinstance(value, str) and re.search(regex, value):
+                pending.append((new_tag.replace("$TAG", tag), record))
+                dropped = keep == "false"
+                break
+        if not dropped:
+            reached += [o["delivery_stream"] for k, o in sections if k == "OUTPUT" and fnmatch.fnmatchcase(tag, o["match"])]
+    return reached
+
+
+def test_audit_events_go_to_the_audit_stream_only_and_everything_else_to_the_logs():
+    config, tag = _default_config(), "kube.var.log.containers.qwen-7b-0_inference_server-abc.log"
+    event = {"audit": audit.SCHEMA, "event": "inference.request", "subject": "user-17", "kubernetes": {"pod_name": "q"}}
+    assert route(config, tag, event) == ["audit-stream"]
+    assert route(config, tag, {"message": "request", "route": "/v1/completions"}) == ["logs-stream"]
+    assert route(config, tag, {**event, "audit": "v2"}) == ["audit-stream"]  # a later schema is still audit
+    # A JSON `true` would never match Fluent Bit's regex: the reason the marker is a string.
+    assert route(config, tag, {**event, "audit": True}) == ["logs-stream"]
+    # Every source's marker is the one the rule routes (the emitters can't import this package).
+    from components.failover.runtime import failover_agent
+    from components.mirror.runtime import sync
+    from inference_server import audit as server_audit
+
+    assert {server_audit.SCHEMA, sync.AUDIT_SCHEMA, failover_agent.AUDIT_SCHEMA} == {audit.SCHEMA}
+    assert re.fullmatch(audit.ROUTING_REGEX, audit.SCHEMA)
 
 
 def test_the_data_volume_script_formats_once_and_binds_the_hot_directories(tmp_path):

@@ -2,8 +2,8 @@
 
 Written as a JSON log line by the ``inference_server.audit`` logger, which logs at INFO
 whatever ``--log-level`` says: audit is not a debugging aid to be turned down. Each line
-carries ``"audit": true``. The log shipper can route on it; that routing is not built yet
-(docs/ingress.md, "Audit events").
+carries ``"audit": "v1"`` (the event schema's version, a string: Fluent Bit's routing rule
+matches strings only), and Fluent Bit moves it to the audit stream (docs/audit.md).
 
 Never in an event: the prompt, the messages, the completion, the token itself.
 """
@@ -11,7 +11,7 @@ Never in an event: the prompt, the messages, the completion, the token itself.
 from __future__ import annotations
 
 import logging
-import time
+from datetime import UTC, datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +19,7 @@ log = logging.getLogger("inference_server.audit")
 log.setLevel(logging.INFO)
 
 EVENT = "inference.request"
+SCHEMA = "v1"
 
 
 def client_ip(headers: Mapping[bytes, bytes], peer: str | None) -> str | None:
@@ -41,10 +42,11 @@ def event(*, request_id: str, route: str, status: int, duration_s: float, header
     """The event's fields (pure): only identifiers, counts and outcome."""
     generation = state.get("generation")
     return {
-        "event": EVENT, "audit": True,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "event": EVENT, "audit": SCHEMA,
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "requestId": request_id, "route": route, "status": status, "durationMs": round(duration_s * 1000, 1),
         "subject": state.get("subject"), "tenant": state.get("tenant"), "model": state.get("model"),
+        "resource": state.get("model"),
         "tokensIn": len(generation.prompt_ids) if generation is not None else 0,
         "tokensOut": len(generation.tokens) if generation is not None else 0,
         "clientIp": client_ip(headers, peer),
