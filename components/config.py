@@ -535,6 +535,50 @@ class ResourcesConfig(ConfigModel):
     )
 
 
+class CanaryStepConfig(ConfigModel):
+    """One canary step: shift this share to the new version, then wait."""
+
+    weight: int = Field(ge=1, le=100, description="Percent of traffic on the new version (of replicas, for a deployment no entry serves).")
+    pause_seconds: int | None = Field(
+        default=None, ge=0, le=86400,
+        description="Seconds the step holds while the analysis runs. Null on a step before the last: wait for `kubectl argo rollouts promote`.",
+    )  # fmt: skip
+
+
+class CanaryAnalysisConfig(ConfigModel):
+    """What the canary must show, from Prometheus, on the SLIs the alerts use; no default thresholds:
+    each deployment states what it promises."""
+
+    max_error_ratio: float = Field(gt=0, lt=1, description="Share of the canary's requests answered 5xx above which it fails.")
+    max_p99_latency_seconds: float = Field(gt=0, le=600, description="P99 request latency of the canary above which it fails.")
+    min_ready_ratio: float = Field(default=1.0, gt=0, le=1, description="Share of the canary's pods that must be ready.")
+    interval_seconds: int = Field(default=60, ge=30, le=3600, description="Seconds between measurements (each over twice this window).")
+    failure_limit: int = Field(default=1, ge=0, le=10, description="Failed measurements tolerated; one more aborts and rolls back.")
+
+
+class CanaryConfig(ConfigModel):
+    """Roll a new image version or model revision out as an Argo Rollouts canary (docs/rollouts.md).
+
+    Not yet a deployment key: it becomes ``inference.deployments[].canary`` when the program
+    declares the Rollouts (#15, part 2); until then no stack can set a key that does nothing."""
+
+    steps: list[CanaryStepConfig] = Field(min_length=1, max_length=20, description="Weights in increasing order, the last 100.")
+    analysis: CanaryAnalysisConfig = Field(description="Required: a canary nobody measures is a slow full rollout.")
+
+    @model_validator(mode="after")
+    def _steps(self) -> CanaryConfig:
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+        for index, (before, after) in enumerate(zip(self.steps, self.steps[1:]), start=1):
+            if after.weight <= before.weight:
+                problems.append((("steps", index, "weight"), after.weight, f"must exceed the step before ({before.weight})"))
+        if self.steps[-1].weight != 100:
+            problems.append((("steps", len(self.steps) - 1, "weight"), self.steps[-1].weight,
+                             "the last step must reach 100: a canary that stops short never finishes"))  # fmt: skip
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+
 class ModelDeploymentConfig(ConfigModel):
     """One served model on one cluster."""
 

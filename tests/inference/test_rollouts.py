@@ -1,0 +1,206 @@
+"""Canary analysis (#15, part 1): the config's rules, the analysis queries under promtool, and
+the rollout objects against Argo Rollouts' API schemas.
+
+promtool runs each analysis query as a recording rule and, for the unit tests, as an alert
+that fires exactly when the AnalysisTemplate's failureCondition holds (same threshold, same
+comparison): a bad canary trips it, a good canary doesn't, and a bad *stable* version next to
+a good canary doesn't either (the queries read the canary's pods only).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pydantic import ValidationError
+
+from components.config import CanaryAnalysisConfig, CanaryConfig
+from components.inference import rollouts
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE, DEPLOYMENT, CANARY, STABLE = "inference", "qwen-7b", "7c9f5d6b8", "5f4b7c9d1"
+ANALYSIS = CanaryAnalysisConfig(max_error_ratio=0.01, max_p99_latency_seconds=2.0, interval_seconds=60)
+CANARY_CONFIG = CanaryConfig.model_validate({"steps": [{"weight": 10, "pauseSeconds": 300}, {"weight": 50, "pauseSeconds": 600},
+                                                       {"weight": 100}],
+                                             "analysis": {"maxErrorRatio": 0.01, "maxP99LatencySeconds": 2.0}})  # fmt: skip
+
+
+@pytest.mark.parametrize("canary, location, message", [
+    ({"steps": [{"weight": 10}, {"weight": 50}], "analysis": {"maxErrorRatio": 0.01, "maxP99LatencySeconds": 2}},
+     ("steps", 1, "weight"), "the last step must reach 100"),
+    ({"steps": [{"weight": 50}, {"weight": 10}, {"weight": 100}], "analysis": {"maxErrorRatio": 0.01, "maxP99LatencySeconds": 2}},
+     ("steps", 1, "weight"), "must exceed the step before (50)"),
+    ({"steps": [{"weight": 10}, {"weight": 100}]}, ("analysis",), "Field required"),
+    ({"steps": [], "analysis": {"maxErrorRatio": 0.01, "maxP99LatencySeconds": 2}}, ("steps",), "at least 1 item"),
+])  # fmt: skip
+def test_a_canary_without_analysis_or_that_stops_short_is_refused_naming_the_field(canary, location, message):
+    with pytest.raises(ValidationError) as caught:
+        CanaryConfig.model_validate(canary)
+    [error] = caught.value.errors()
+    cause = error.get("ctx", {}).get("error")
+    # Cross-field rules carry each problem's own key path (the platform's errors print it).
+    paths = [path for path, _, text in cause.problems if message in text] if cause is not None else [error["loc"]]
+    assert message in error["msg"] and paths == [location], (error, paths)
+
+
+def test_steps_alternate_weights_and_pauses_and_end_at_full_weight():
+    assert rollouts.canary_steps(CANARY_CONFIG) == [
+        {"setWeight": 10}, {"pause": {"duration": "300s"}}, {"setWeight": 50}, {"pause": {"duration": "600s"}},
+        {"setWeight": 100}]  # fmt: skip
+    held = CanaryConfig.model_validate({"steps": [{"weight": 25}, {"weight": 100}],
+                                        "analysis": {"maxErrorRatio": 0.05, "maxP99LatencySeconds": 5}})  # fmt: skip
+    assert rollouts.canary_steps(held) == [{"setWeight": 25}, {"pause": {}}, {"setWeight": 100}]  # waits for a promote
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is missing: `make` installs Debian's prometheus package as root (Makefile DEB_PACKAGES)")
+    return path
+
+
+def _rule_file(path: Path) -> None:
+    metrics = rollouts.analysis_metrics(DEPLOYMENT, NAMESPACE, ANALYSIS, canary_hash=CANARY)
+    operator = {True: ">", False: "<"}
+    path.write_text(yaml.safe_dump({"groups": [
+        {"name": "canary-analysis", "rules": [{"record": f"canary:{m.name.replace('-', '_')}", "expr": m.query} for m in metrics]},
+        {"name": "canary-failing", "rules": [
+            {"alert": f"Canary{m.name.title().replace('-', '')}Failing",
+             "expr": f"({m.query}) {operator[m.failing_above]} {m.threshold:g}"} for m in metrics]},
+    ]}))  # fmt: skip
+
+
+def _requests(hash_: str, total_per_min: int, errors_per_min: int, slow: bool) -> list[dict]:
+    """Counter series of one ReplicaSet's pods: 200s and 5xx, and the histogram's buckets."""
+    labels = f'namespace="{NAMESPACE}", {rollouts.HASH_SERIES_LABEL}="{hash_}"'
+    ok = total_per_min - errors_per_min
+    series = [
+        {"series": f'inference_request_duration_seconds_count{{{labels}, status="200"}}', "values": f"0+{ok}x20"},
+        {"series": f'inference_request_duration_seconds_count{{{labels}, status="503"}}', "values": f"0+{errors_per_min}x20"},
+    ]
+    # Fast: everything under 0.5 s. Slow: 10 % of requests between 2.5 s and 5 s, over the 2 s bound.
+    fast_share = 0.9 if slow else 1.0
+    for bound, share in (("0.5", fast_share), ("2.5", fast_share), ("5", 1.0), ("+Inf", 1.0)):
+        series.append({"series": f'inference_request_duration_seconds_bucket{{{labels}, le="{bound}"}}',
+                       "values": f"0+{int(total_per_min * share)}x20"})  # fmt: skip
+    return series
+
+
+def _ready(hash_: str, ready: list[bool]) -> list[dict]:
+    return [{"series": f'kube_pod_status_ready{{namespace="{NAMESPACE}", pod="{DEPLOYMENT}-{hash_}-p{i}", condition="true"}}',
+             "values": f"{int(is_ready)}x20"} for i, is_ready in enumerate(ready)]  # fmt: skip
+
+
+def _firing(tmp_path: Path, name: str, series: list[dict]) -> set[str]:
+    """The alerts firing at 10 minutes for these series (promtool test rules, expected none: the
+    failures list what fired)."""
+    rules = tmp_path / "rules.yaml"
+    _rule_file(rules)
+    names = ("CanaryErrorRatioFailing", "CanaryP99LatencyFailing", "CanaryReadyRatioFailing")
+    test = tmp_path / f"{name}.yaml"
+    test.write_text(yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "alert_rule_test": [{"eval_time": "10m", "alertname": alert, "exp_alerts": []} for alert in names]}]}))
+    result = subprocess.run([_promtool(), "test", "rules", str(test)], capture_output=True, text=True)
+    if result.returncode == 0:
+        return set()
+    fired = {alert for alert in names if f"alertname: {alert}" in result.stdout + result.stderr}
+    assert fired, f"promtool failed for another reason: {result.stdout}{result.stderr}"  # never a silent pass
+    return fired
+
+
+def test_the_analysis_queries_pass_promtool_as_recording_rules(tmp_path):
+    _rule_file(tmp_path / "rules.yaml")
+    result = subprocess.run([_promtool(), "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("case, series, expected", [
+    ("good-canary", _requests(CANARY, 100, 0, slow=False) + _ready(CANARY, [True, True]), set()),
+    ("errors", _requests(CANARY, 100, 5, slow=False) + _ready(CANARY, [True, True]), {"CanaryErrorRatioFailing"}),
+    ("slow", _requests(CANARY, 100, 0, slow=True) + _ready(CANARY, [True, True]), {"CanaryP99LatencyFailing"}),
+    ("not-ready", _requests(CANARY, 100, 0, slow=False) + _ready(CANARY, [True, False]), {"CanaryReadyRatioFailing"}),
+    # The stable version failing on every count must not fail a healthy canary.
+    ("bad-stable", _requests(CANARY, 100, 0, slow=False) + _ready(CANARY, [True]) + _requests(STABLE, 100, 50, slow=True)
+     + _ready(STABLE, [False, False]), set()),
+])  # fmt: skip
+def test_a_bad_canary_trips_the_analysis_and_a_good_one_does_not(tmp_path, case, series, expected):
+    assert _firing(tmp_path, case, series) == expected
+
+
+def test_the_template_fails_exactly_where_the_promtool_alerts_fire():
+    template = rollouts.analysis_template(DEPLOYMENT, NAMESPACE, ANALYSIS, "http://prometheus:9090", {"app": "x"})
+    by_name = {m["name"]: m for m in template["spec"]["metrics"]}
+    assert by_name["error-ratio"]["failureCondition"] == "result[0] > 0.01"
+    assert by_name["error-ratio"]["successCondition"] == "result[0] <= 0.01"
+    assert by_name["p99-latency"]["failureCondition"] == "result[0] > 2"
+    assert by_name["ready-ratio"]["failureCondition"] == "result[0] < 1"
+    for metric in template["spec"]["metrics"]:
+        assert "{{args.canary-hash}}" in metric["provider"]["prometheus"]["query"]
+        assert metric["interval"] == "60s" and metric["failureLimit"] == ANALYSIS.failure_limit
+    assert template["spec"]["args"] == [{"name": rollouts.CANARY_HASH_ARG}]
+
+
+NPM_PACKAGE, NPM_VERSION = "@kubernetes-models/argo-rollouts", "2.0.0"  # API schemas of Argo Rollouts v1.9.0's types
+CACHE = ROOT / ".cache" / "npm" / "argo-rollouts"
+VALIDATE = """
+import { Rollout } from "@kubernetes-models/argo-rollouts/argoproj.io/v1alpha1/Rollout";
+import { AnalysisTemplate } from "@kubernetes-models/argo-rollouts/argoproj.io/v1alpha1/AnalysisTemplate";
+import { readFileSync } from "node:fs";
+const kinds = { Rollout, AnalysisTemplate };
+const problems = [];
+for (const object of JSON.parse(readFileSync(process.argv[2], "utf8"))) {
+  try { new kinds[object.kind](object).validate(); } catch (error) { problems.push(`${object.kind}: ${error.message}`); }
+}
+console.log(JSON.stringify(problems));
+"""
+
+
+def validate_rollout_objects(objects: list[dict], tmp_path: Path) -> list[str]:
+    """Argo Rollouts' own API schemas (the npm package's validators, generated from its Go
+    types), run by node; npm checks the package's registry integrity when it installs."""
+    if not (CACHE / "node_modules" / NPM_PACKAGE / "package.json").is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is missing: `make` installs nodejs (Makefile)")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), f"{NPM_PACKAGE}@{NPM_VERSION}"],
+                       check=True, capture_output=True)  # fmt: skip
+    script = CACHE / "validate.mjs"
+    script.write_text(VALIDATE)
+    path = tmp_path / "objects.json"
+    path.write_text(json.dumps(objects))
+    result = subprocess.run(["node", str(script), str(path)], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def _deployment() -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": DEPLOYMENT}}, "progressDeadlineSeconds": 900,
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                     "template": {"metadata": {"labels": {"app": DEPLOYMENT}},
+                                  "spec": {"containers": [{"name": "server", "image": "registry/inference@sha256:" + "0" * 64}]}}}}  # fmt: skip
+
+
+@pytest.mark.parametrize("routing", [None, rollouts.alb_routing(DEPLOYMENT, DEPLOYMENT, 80), rollouts.nginx_routing(DEPLOYMENT)])
+def test_the_rollout_and_template_are_valid_argo_rollouts_objects(tmp_path, routing):
+    strategy = rollouts.canary_strategy(DEPLOYMENT, CANARY_CONFIG, stable_service=DEPLOYMENT,
+                                        canary_service=f"{DEPLOYMENT}-canary", traffic_routing=routing)  # fmt: skip
+    rollout = rollouts.rollout_from_deployment(_deployment(), strategy)
+    assert rollout["spec"]["template"] == _deployment()["spec"]["template"]  # the same pods
+    template = rollouts.analysis_template(DEPLOYMENT, NAMESPACE, ANALYSIS, "http://prometheus:9090", {"app": DEPLOYMENT})
+    assert validate_rollout_objects([rollout, template], tmp_path) == []
+
+
+def test_the_schema_check_rejects_a_broken_rollout(tmp_path):
+    strategy = rollouts.canary_strategy(DEPLOYMENT, CANARY_CONFIG, stable_service=DEPLOYMENT, canary_service="c",
+                                        traffic_routing=None)  # fmt: skip
+    broken = rollouts.rollout_from_deployment(_deployment(), strategy)
+    broken["spec"]["strategy"]["canary"]["steps"][0]["setWeight"] = "ten"
+    [problem] = validate_rollout_objects([broken], tmp_path)
+    assert "setWeight must be integer" in problem
