@@ -198,7 +198,7 @@ POLICIES = [
     # -- reliability
     StackValidationPolicy(
         name="deployments-probed-and-budgeted", severity=Severity.HIGH, enforcement_level=MANDATORY,
-        description="Deployments have readiness and liveness probes and a PodDisruptionBudget.",
+        description="Deployments and Argo Rollouts have readiness and liveness probes and a PodDisruptionBudget.",
         remediation_steps="Add both probes; add a PodDisruptionBudget selecting the pods.",
         validate=_stack(rules.deployments_guarded)),
     StackValidationPolicy(

@@ -22,7 +22,8 @@ VPN_ENCRYPTION = ("AES256-GCM-16", "AES128-GCM-16", "AES256", "AES128")
 VPN_INTEGRITY = ("SHA2-256", "SHA2-384", "SHA2-512")
 VPN_DH_GROUPS = (19, 20, 21)  # ECP 256/384/521; AWS's defaults also allow MODP 1024/2048 (groups 2, 14)
 COST_TAGS = ("environment", "component", "cost-center", "owner", "stack")
-WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob")
+WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob", "Rollout")  # Rollout: Argo Rollouts' Deployment
+SERVING_WORKLOADS = ("kubernetes:apps/v1:Deployment", "kubernetes:argoproj.io/v1alpha1:Rollout")
 
 
 def _as_list(value: Any) -> list:
@@ -274,10 +275,10 @@ def budget_exists(resources: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def deployments_guarded(resources: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """Every Deployment probes readiness and liveness and is covered by a PodDisruptionBudget."""
+    """Every Deployment (or Argo Rollout) probes readiness and liveness and is covered by a PodDisruptionBudget."""
     problems = []
     budgets = [r["props"] for r in resources_by_type(resources, "kubernetes:policy/v1:PodDisruptionBudget")]
-    for resource in resources_by_type(resources, "kubernetes:apps/v1:Deployment"):
+    for resource in [r for kind in SERVING_WORKLOADS for r in resources_by_type(resources, kind)]:
         manifest = resource["props"]
         pod = _pod_spec(manifest)
         for container in _as_list(pod.get("containers")):

@@ -121,6 +121,8 @@ CASES = [
      _one("aws:iam/rolePolicy:RolePolicy", {"policy": _policy({"Effect": "Allow", "Action": "*", "Resource": "*"})})),
     ("k8s-workloads-hardened", _one("kubernetes:apps/v1:Deployment", _pod([GOOD_CONTAINER])),
      _one("kubernetes:apps/v1:Deployment", _pod([{**GOOD_CONTAINER, "image": "nginx:1.27"}]))),
+    ("k8s-workloads-hardened", _one("kubernetes:argoproj.io/v1alpha1:Rollout", _pod([GOOD_CONTAINER])),
+     _one("kubernetes:argoproj.io/v1alpha1:Rollout", _pod([GOOD_CONTAINER], non_root=False))),
     ("k8s-workloads-hardened", _one("kubernetes:batch/v1:CronJob", {"metadata": {"name": "j", "namespace": "ns"},
           "spec": {"jobTemplate": _pod([GOOD_CONTAINER])}}),
      _one("kubernetes:batch/v1:CronJob", {"metadata": {"name": "j", "namespace": "ns"},
@@ -157,9 +159,9 @@ def _bucket_with(guards: tuple[str, ...]) -> list[dict]:
                            dependencies={"bucket": [bucket["urn"]]}) for g in guards]]  # fmt: skip
 
 
-def _deployment_with_pdb(with_pdb: bool, probes: bool = True) -> list[dict]:
+def _deployment_with_pdb(with_pdb: bool, probes: bool = True, kind: str = "kubernetes:apps/v1:Deployment") -> list[dict]:
     container = GOOD_CONTAINER if probes else {k: v for k, v in GOOD_CONTAINER.items() if k != "livenessProbe"}
-    out = [_one("kubernetes:apps/v1:Deployment", _pod([container]), name="app")]
+    out = [_one(kind, _pod([container]), name="app")]
     if with_pdb:
         out.append(_one("kubernetes:policy/v1:PodDisruptionBudget", {"metadata": {"name": "app", "namespace": "ns"},
                                                                      "spec": {"selector": {"matchLabels": {"a": "b"}}}},
@@ -172,6 +174,8 @@ STACK_CASES = [
     ("budget-per-stack", [_one("aws:budgets/budget:Budget", {"budgetType": "COST"})], [_one("aws:ec2/vpc:Vpc", {"tags": TAGS})]),
     ("deployments-probed-and-budgeted", _deployment_with_pdb(True), _deployment_with_pdb(False)),
     ("deployments-probed-and-budgeted", _deployment_with_pdb(True), _deployment_with_pdb(True, probes=False)),
+    ("deployments-probed-and-budgeted", _deployment_with_pdb(True, kind="kubernetes:argoproj.io/v1alpha1:Rollout"),
+     _deployment_with_pdb(False, kind="kubernetes:argoproj.io/v1alpha1:Rollout")),
     ("ha-spans-zones",
      [_one("aws:ec2/subnet:Subnet", {"availabilityZone": z, "tags": TAGS}, name=z) for z in ("a", "b")],
      [_one("aws:ec2/subnet:Subnet", {"availabilityZone": "a", "tags": TAGS}, name=n) for n in ("x", "y")]),
