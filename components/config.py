@@ -557,10 +557,7 @@ class CanaryAnalysisConfig(ConfigModel):
 
 
 class CanaryConfig(ConfigModel):
-    """Roll a new image version or model revision out as an Argo Rollouts canary (docs/rollouts.md).
-
-    Not yet a deployment key: it becomes ``inference.deployments[].canary`` when the program
-    declares the Rollouts (#15, part 2); until then no stack can set a key that does nothing."""
+    """Roll a new image version or model revision out as an Argo Rollouts canary (docs/rollouts.md)."""
 
     steps: list[CanaryStepConfig] = Field(min_length=1, max_length=20, description="Weights in increasing order, the last 100.")
     analysis: CanaryAnalysisConfig = Field(description="Required: a canary nobody measures is a slow full rollout.")
@@ -601,6 +598,11 @@ class ModelDeploymentConfig(ConfigModel):
     expose: bool = Field(
         default=False, description="Serve it outside the cluster at <name>.<ingress domain> (inference.ingress)."
     )
+    canary: CanaryConfig | None = Field(
+        default=None,
+        description="Roll each new image version or model revision out as an Argo Rollouts canary with analysis "
+                    "(docs/rollouts.md). Null: a rolling update.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelDeploymentConfig:
@@ -748,6 +750,18 @@ class TenantLimitsConfig(ConfigModel):
     )
 
 
+class RolloutsConfig(ConfigModel):
+    """The Argo Rollouts controller, installed on each cluster where a deployment has a canary."""
+
+    chart_version: str = Field(default="2.40.1", pattern=r"^\d+\.\d+\.\d+$", description="argo-rollouts Helm chart (argo-helm).")
+    namespace: str = Field(default="argo-rollouts", pattern=_DNS_LABEL, description="Namespace of the controller.")
+    private_cloud_prometheus_url: str | None = Field(
+        default=None, pattern=r"^https?://",
+        description="Prometheus the private cloud's canaries are analysed with (required with a canary there); "
+                    "EKS uses the platform's own (prometheus-operated in inference.prometheusNamespace).",
+    )  # fmt: skip
+
+
 class InferenceConfig(ConfigModel):
     """Model deployments to Kubernetes (EKS and the private cloud), and what they share."""
 
@@ -790,6 +804,7 @@ class InferenceConfig(ConfigModel):
     deployments: list[ModelDeploymentConfig] = Field(
         default_factory=list, description="Which models run where, how many, which image variant."
     )
+    rollouts: RolloutsConfig = Field(default_factory=RolloutsConfig, description="Argo Rollouts, for deployments with a canary.")
 
     def on(self, target: str) -> tuple[ModelDeploymentConfig, ...]:
         return tuple(d for d in self.deployments if d.target == target)
@@ -819,6 +834,12 @@ class InferenceConfig(ConfigModel):
                 problems.append((("ingress", "eks", "idleTimeoutSeconds"), self.ingress.eks.idle_timeout_seconds,
                                  f"is shorter than deployments[{index}].server.requestTimeoutSeconds "
                                  f"({deployment.server.request_timeout_seconds:g}): the ALB would cut streams"))  # fmt: skip
+            if deployment.canary is not None and deployment.target == "privateCloud" and not self.rollouts.private_cloud_prometheus_url:
+                problems.append((("rollouts", "privateCloudPrometheusUrl"), None,
+                                 f"is required: deployments[{index}] analyses its canary on the private cloud"))  # fmt: skip
+            if deployment.canary is not None and not self.service_monitor:
+                problems.append((("serviceMonitor",), False,
+                                 f"must be true: deployments[{index}]'s canary analysis reads what it scrapes"))  # fmt: skip
             if deployment.model_id and not self.hf_endpoint:
                 problems.append((("hfEndpoint",), None,
                                  f"is required: deployments[{index}] downloads {deployment.model_id} through the mirror"))  # fmt: skip

@@ -44,7 +44,15 @@ ALL = [*STACKS, "hybrid"]
 
 
 def _deployments(plan):
-    return [r for r in plan.of_type("kubernetes:apps/v1:Deployment") if r.name.startswith("serving-")]
+    """What runs each model's pods: a Deployment, or an Argo Rollout (a canary) with the same pod template."""
+    return [r for r in plan.resources if r.name.startswith("serving-")
+            and r.type in ("kubernetes:apps/v1:Deployment", "kubernetes:argoproj.io/v1alpha1:Rollout")]  # fmt: skip
+
+
+def _env(resource) -> dict[str, str]:
+    """The server's settings: its container's own env (in the pod template, so they roll out)."""
+    [container] = resource.inputs["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item["value"] for item in container["env"]}
 
 
 # --------------------------------------------------------------------------- registry and build
@@ -237,7 +245,6 @@ def test_pods_probe_real_paths_drain_in_time_run_non_root_and_roll_without_losin
     plan = all_plans[stack]
     config = _config(stack)
     paths = _server_paths()
-    configmaps = {r.inputs["metadata"]["name"]: r.inputs["data"] for r in plan.of_type("kubernetes:core/v1:ConfigMap")}
     for resource in _deployments(plan):
         spec = resource.inputs["spec"]
         deployment = next(d for d in config.inference.deployments if d.name == resource.inputs["metadata"]["name"])
@@ -249,11 +256,14 @@ def test_pods_probe_real_paths_drain_in_time_run_non_root_and_roll_without_losin
         assert container["readinessProbe"]["httpGet"]["path"] == container["startupProbe"]["httpGet"]["path"] == "/readyz"
         startup = container["startupProbe"]
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # a model download fits
-        env = configmaps[f"{deployment.name}-settings"]
+        env = _env(resource)
         assert set(env) <= _server_envvars() | {"HF_ENDPOINT", "HF_HUB_DISABLE_TELEMETRY"}, "unknown server setting"
         pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert pod["terminationGracePeriodSeconds"] > pre_stop + int(env["GRACE_PERIOD_S"])
-        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        if resource.type == "kubernetes:apps/v1:Deployment":
+            assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        else:  # a canary adds the new version beside the full stable set: capacity never drops
+            assert "canary" in spec["strategy"] and deployment.canary is not None
         security = container["securityContext"]
         assert security["runAsNonRoot"] is True and security["readOnlyRootFilesystem"] is True
         assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
@@ -489,10 +499,10 @@ def test_downloading_servers_verify_the_mirror_signature(all_plans, stack):
     assert all(set(r.inputs["data"]) == {"key.pem"} for r in keys)  # KMS's public key: known once the key exists
     checked = 0
     for resource in _deployments(plan):
-        settings = plan.named(resource.name.removesuffix("-deployment") + "-configmap")
-        if "MODEL_ID" not in settings.inputs["data"]:
+        settings = _env(resource)
+        if "MODEL_ID" not in settings:
             continue
-        assert settings.inputs["data"]["MIRROR_PUBLIC_KEY_FILE"] == f"{manifests.MIRROR_KEY_PATH}/key.pem"
+        assert settings["MIRROR_PUBLIC_KEY_FILE"] == f"{manifests.MIRROR_KEY_PATH}/key.pem"
         volumes = {v["name"]: v for v in resource.inputs["spec"]["template"]["spec"]["volumes"]}
         assert volumes["mirror-key"]["configMap"]["name"] == manifests.MIRROR_KEY_CONFIG_MAP
         checked += 1

@@ -20,9 +20,10 @@ import pulumi_kubernetes as k8s
 from components import kubernetes
 from components.base import PlatformComponent
 from components.config import ImageConfig, InferenceConfig, ModelDeploymentConfig, PlatformConfig
+from components.eks import SYSTEM_NODE_LABELS
 from components.eks.policies import irsa_trust_policy
 from components.inference import image as image_identity
-from components.inference import manifests
+from components.inference import manifests, rollouts
 from components.tagging import TagContext, resource_name
 
 __all__ = ["InferenceImage", "InferenceImageArgs", "ModelServing", "ModelServingArgs", "deploy_models",
@@ -84,6 +85,7 @@ class InferenceImage(PlatformComponent):
                 tags=repository.repository_url.apply(lambda url: image_identity.image_tags(url, self.version, self.revision)),
                 build_on_preview=config.build_on_preview, cache_ref=cache_ref,
             )  # fmt: skip
+        self.release_tag = image_identity.release_tag(self.version, self.revision)
         self.register_outputs({"version": self.version, "sourceRevision": self.revision.short_id,
                                "repositoryUrls": self.repository_urls, "refs": self.refs})  # fmt: skip
 
@@ -113,6 +115,7 @@ class ModelServingArgs:
     oidc_issuer: pulumi.Input[str] | None = None
     crds: pulumi.Resource | None = None  # what installs the CRDs its ServiceMonitors need (EKS: the Prometheus stack)
     mirror_public_key: pulumi.Input[str] | None = None  # PEM: servers trust mirrored models through its signatures
+    image_tag: str | None = None  # <version>-<source id> of the build the refs point at (pod template annotation)
 
 
 class ModelServing(PlatformComponent):
@@ -135,30 +138,69 @@ class ModelServing(PlatformComponent):
         key = args.mirror_public_key is not None
         if any(manifests.signs(d, key) for d in args.deployments):
             self._apply("mirror-signing-key", manifests.mirror_key_config_map(config, args.mirror_public_key), after_namespace)
+        # Argo Rollouts' controller and CRDs, where a deployment here has a canary.
+        self._rollouts_release = self._rollouts_controller() if any(d.canary for d in args.deployments) else None
         self.deployments: dict[str, str] = {}
+        self.canaries: dict[str, dict[str, Any]] = {}
         for deployment in args.deployments:
+            workload = manifests.deployment_manifest(deployment, config, args.target, args.image_refs[deployment.variant],
+                                                     args.version, key, image_tag=args.image_tag)  # fmt: skip
             objects = [
-                manifests.config_map(deployment, config, args.version, key),
-                manifests.deployment_manifest(deployment, config, args.target,
-                                              args.image_refs[deployment.variant], args.version, key),  # fmt: skip
                 manifests.service(deployment, config, args.version),
                 manifests.autoscaler(deployment, config, args.version),
                 manifests.disruption_budget(deployment, config, args.version),
                 manifests.network_policy(deployment, config, args.target, args.version),
             ]
+            if deployment.canary is not None:
+                workload, canary_objects = self._canary(deployment, workload)
+                objects += canary_objects
+            objects.insert(0, workload)
             if config.service_monitor:
                 objects.append(manifests.service_monitor(deployment, config, args.version))
             for manifest in objects:
-                self._apply(f"{deployment.name}-{manifest['kind'].lower()}", manifest, after_namespace)
+                role = manifest["metadata"]["labels"].get(manifests.TRAFFIC_ROLE_LABEL)
+                suffix = manifest["kind"].lower() + (f"-{role}" if role else "")
+                self._apply(f"{deployment.name}-{suffix}", manifest, after_namespace)
             self.deployments[deployment.name] = f"{config.namespace}/{deployment.name}"
-        self.register_outputs({"namespace": config.namespace, "deployments": self.deployments})
+        self.register_outputs({"namespace": config.namespace, "deployments": self.deployments, "canaries": self.canaries})
+
+    def _canary(self, deployment: ModelDeploymentConfig, workload: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The Deployment as an Argo Rollout with its canary, the AnalysisTemplate, and (behind an
+        entry) the stable/canary Services the entry's split steers."""
+        config, canary = self._args.config, deployment.canary
+        assert canary is not None
+        routing = rollouts.traffic_routing(deployment)
+        strategy = rollouts.canary_strategy(deployment.name, canary, stable_service=f"{deployment.name}-stable",
+                                            canary_service=f"{deployment.name}-canary", traffic_routing=routing)  # fmt: skip
+        objects = [rollouts.analysis_template(deployment.name, config.namespace, canary.analysis,
+                                              rollouts.prometheus_url(config, self._args.target.name),
+                                              manifests.labels(deployment.name, self._args.version))]  # fmt: skip
+        if routing is not None:
+            objects += [manifests.service(deployment, config, self._args.version, role) for role in ("stable", "canary")]
+        self.canaries[deployment.name] = {"namespace": config.namespace, "timeoutSeconds": rollouts.timeout_seconds(canary),
+                                          "steps": [step.weight for step in canary.steps]}  # fmt: skip
+        return rollouts.rollout_from_deployment(workload, strategy), objects
+
+    def _rollouts_controller(self) -> k8s.helm.v3.Release:
+        args = self._args
+        settings = args.config.rollouts
+        # EKS: on the system nodes, beside the other controllers; elsewhere wherever the cluster puts it.
+        node_selector = SYSTEM_NODE_LABELS if args.target.has_gpu_scheduling_contract else None
+        return k8s.helm.v3.Release(
+            self.child_name("rollouts-controller"), name="argo-rollouts", chart="argo-rollouts",
+            version=settings.chart_version, repository_opts={"repo": rollouts.ARGO_CHARTS}, namespace=settings.namespace,
+            create_namespace=True, values=rollouts.controller_values(node_selector),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider),
+        )  # fmt: skip
 
     def _apply(self, suffix: str, manifest: dict[str, Any], depends_on: list[pulumi.Resource] | None = None
                ) -> pulumi.Resource:  # fmt: skip
         opts = pulumi.ResourceOptions(parent=self, provider=self._args.k8s_provider, depends_on=depends_on)
-        crd_backed = (manifest["apiVersion"], manifest["kind"]) not in kubernetes.TYPED  # ServiceMonitor
-        if crd_backed and self._args.crds is not None:  # after whatever installs the CRD
-            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[self._args.crds]))
+        crd_backed = (manifest["apiVersion"], manifest["kind"]) not in kubernetes.TYPED
+        # After whatever installs the CRD: Argo Rollouts for its kinds, else the Prometheus stack (ServiceMonitor).
+        crds = self._rollouts_release if manifest["apiVersion"].startswith("argoproj.io/") else self._args.crds
+        if crd_backed and crds is not None:
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[crds]))
         return kubernetes.declare(self.child_name(suffix), manifest, opts)
 
     def _mirror_reader_role(self) -> pulumi.Output[str] | None:
@@ -264,7 +306,8 @@ def deploy_models(config: PlatformConfig, tags: TagContext, provider: aws.Provid
                              k8s_provider=k8s_providers[target_name], image_refs=image.refs, version=image.version,
                              jwt_key=jwt_key_material(config), oidc_provider_arn=oidc_arn, oidc_issuer=issuer,
                              crds=eks_crds if target_name == "eks" else None,
-                             mirror_public_key=mirror_public_key or config.inference.mirror_public_key),
+                             mirror_public_key=mirror_public_key or config.inference.mirror_public_key,
+                             image_tag=image.release_tag),
             tags=tags, provider=provider,
         )  # fmt: skip
     return image, serving

@@ -74,10 +74,15 @@ def source_revision(root: Path, directory: str = IMAGE_DIR) -> SourceRevision:
     return SourceRevision(tree, dirty)
 
 
-def image_tags(repository_url: str, version: str, revision: SourceRevision) -> list[str]:
-    """``<version>`` and ``<version>-<source id>`` (``-dirty`` when built from uncommitted files)."""
+def release_tag(version: str, revision: SourceRevision) -> str:
+    """``<version>-<source id>`` (``-dirty`` when built from uncommitted files): names one build's source."""
     suffix = f"{revision.short_id}-dirty" if revision.dirty else revision.short_id
-    return [f"{repository_url}:{version}", f"{repository_url}:{version}-{suffix}"]
+    return f"{version}-{suffix}"
+
+
+def image_tags(repository_url: str, version: str, revision: SourceRevision) -> list[str]:
+    """``<version>`` and :func:`release_tag`."""
+    return [f"{repository_url}:{version}", f"{repository_url}:{release_tag(version, revision)}"]
 
 
 def cache_ref(cache_repository_url: str, variant: str) -> str:

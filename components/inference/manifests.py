@@ -113,7 +113,11 @@ def mirror_key_config_map(config: InferenceConfig, public_key_pem: Any) -> dict[
 
 
 def server_environment(deployment: ModelDeploymentConfig, config: InferenceConfig, mirror_key: bool = False) -> dict[str, str]:
-    """The ConfigMap: inference-server's options by their environment variables (its cli.py)."""
+    """inference-server's options by their environment variables (its cli.py).
+
+    They are the container's own ``env``, in the pod template: a new model revision or setting
+    is a new template, so it rolls out (or canaries), and each ReplicaSet keeps the settings it
+    started with. (A shared ConfigMap changed under running pods without rolling them.)"""
     server = deployment.server
     env = {
         "HOST": "0.0.0.0",  # noqa: S104 - inside the pod; the NetworkPolicy decides who reaches it
@@ -151,12 +155,6 @@ def server_environment(deployment: ModelDeploymentConfig, config: InferenceConfi
     return env
 
 
-def config_map(deployment: ModelDeploymentConfig, config: InferenceConfig, version: str,
-               mirror_key: bool = False) -> dict[str, Any]:  # fmt: skip
-    return _object("v1", "ConfigMap", f"{deployment.name}-settings", config.namespace,
-                   labels(deployment.name, version), data=server_environment(deployment, config, mirror_key))  # fmt: skip
-
-
 def termination_grace_seconds(deployment: ModelDeploymentConfig) -> int:
     """preStop pause + the server's own drain deadline + a margin before SIGKILL."""
     return PRE_STOP_SECONDS + deployment.server.grace_period_seconds + KILL_MARGIN_SECONDS
@@ -170,9 +168,15 @@ def _scheduling(deployment: ModelDeploymentConfig, target: TargetCluster) -> dic
     return {"nodeSelector": dict(target.gpu_node_selector), "tolerations": [scheduling.gpu_toleration()]}
 
 
+IMAGE_TAG_ANNOTATION = "platform.gpu-inference/image-tag"
+
+
 def deployment_manifest(deployment: ModelDeploymentConfig, config: InferenceConfig, target: TargetCluster,
-                        image: Any, version: str, mirror_key: bool = False) -> dict[str, Any]:  # fmt: skip
-    """The Deployment: ``image`` must be ``<repository>@sha256:<digest>`` (see image.pinned_ref)."""
+                        image: Any, version: str, mirror_key: bool = False, image_tag: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The Deployment: ``image`` must be ``<repository>@sha256:<digest>`` (see image.pinned_ref).
+
+    ``image_tag`` (``<version>-<source id>``) annotates the pod template: the digest is only
+    known once built, the tag already in the plan, so an offline diff sees a new build too."""
     resources: dict[str, dict[str, Any]] = {
         "requests": {"cpu": deployment.resources.cpu, "memory": deployment.resources.memory},
         "limits": {"cpu": deployment.resources.cpu, "memory": deployment.resources.memory},
@@ -186,7 +190,8 @@ def deployment_manifest(deployment: ModelDeploymentConfig, config: InferenceConf
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
-        "envFrom": [{"configMapRef": {"name": f"{deployment.name}-settings"}}],
+        "env": [{"name": name, "value": value}
+                for name, value in sorted(server_environment(deployment, config, mirror_key).items())],
         "resources": resources,
         "startupProbe": {**probe, "periodSeconds": STARTUP_PERIOD_SECONDS,
                          "failureThreshold": STARTUP_BUDGET_SECONDS // STARTUP_PERIOD_SECONDS},  # fmt: skip
@@ -242,15 +247,33 @@ def deployment_manifest(deployment: ModelDeploymentConfig, config: InferenceConf
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": selector(deployment.name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": labels(deployment.name, version)}, "spec": pod_spec},
+            "template": {"metadata": {"labels": labels(deployment.name, version),
+                                      **({"annotations": {IMAGE_TAG_ANNOTATION: image_tag}} if image_tag else {})},
+                         "spec": pod_spec},
         },
     )  # fmt: skip
 
 
-def service(deployment: ModelDeploymentConfig, config: InferenceConfig, version: str) -> dict[str, Any]:
-    return _object("v1", "Service", deployment.name, config.namespace, labels(deployment.name, version),
+TRAFFIC_ROLE_LABEL = "platform.gpu-inference/traffic"  # stable | canary: the Services a canary's entry splits between
+SERVICE_PORT = 80
+
+
+def service(deployment: ModelDeploymentConfig, config: InferenceConfig, version: str, role: str | None = None) -> dict[str, Any]:
+    """The deployment's Service (every pod); with ``role``, the ``<name>-stable`` or
+    ``<name>-canary`` Service Argo Rollouts narrows to one ReplicaSet for an entry's split."""
+    name, object_labels = deployment.name, labels(deployment.name, version)
+    if role is not None:
+        name, object_labels = f"{deployment.name}-{role}", {**object_labels, TRAFFIC_ROLE_LABEL: role}
+    return _object("v1", "Service", name, config.namespace, object_labels,
                    spec={"type": "ClusterIP", "selector": selector(deployment.name),
-                         "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]})  # fmt: skip
+                         "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]})  # fmt: skip
+
+
+def workload_ref(deployment: ModelDeploymentConfig) -> dict[str, str]:
+    """What runs the pods: an Argo Rollout for a deployment with a canary, else a Deployment."""
+    if deployment.canary is not None:
+        return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": deployment.name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment.name}
 
 
 def autoscaler(deployment: ModelDeploymentConfig, config: InferenceConfig, version: str) -> dict[str, Any]:
@@ -264,7 +287,7 @@ def autoscaler(deployment: ModelDeploymentConfig, config: InferenceConfig, versi
         "autoscaling/v2", "HorizontalPodAutoscaler", deployment.name, config.namespace,
         labels(deployment.name, version),
         spec={
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment.name},
+            "scaleTargetRef": workload_ref(deployment),
             "minReplicas": deployment.replicas.min,
             "maxReplicas": deployment.replicas.max,
             "metrics": metrics,
@@ -308,9 +331,16 @@ def network_policy(deployment: ModelDeploymentConfig, config: InferenceConfig, t
     )  # fmt: skip
 
 
+ROLLOUT_HASH_LABEL = "rollouts-pod-template-hash"  # Argo Rollouts' label on each ReplicaSet's pods
+
+
 def service_monitor(deployment: ModelDeploymentConfig, config: InferenceConfig, version: str) -> dict[str, Any]:
+    """Scrapes each pod once, through the deployment's own Service (not the stable/canary pair),
+    and copies the ReplicaSet's hash onto every series: the canary analysis reads it."""
     return _object("monitoring.coreos.com/v1", "ServiceMonitor", deployment.name, config.namespace,
                    labels(deployment.name, version),
-                   spec={"selector": {"matchLabels": selector(deployment.name)},
+                   spec={"selector": {"matchLabels": selector(deployment.name),
+                                      "matchExpressions": [{"key": TRAFFIC_ROLE_LABEL, "operator": "DoesNotExist"}]},
                          "namespaceSelector": {"matchNames": [config.namespace]},
+                         "podTargetLabels": [ROLLOUT_HASH_LABEL],
                          "endpoints": [{"port": "http", "path": METRICS_PATH, "interval": "15s"}]})  # fmt: skip

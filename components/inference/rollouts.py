@@ -18,12 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.alerting.rules import ERRORS, REQUESTS
-from components.config import CanaryAnalysisConfig, CanaryConfig
+from components.config import CanaryAnalysisConfig, CanaryConfig, InferenceConfig, ModelDeploymentConfig
+from components.inference.manifests import ROLLOUT_HASH_LABEL, SERVICE_PORT, STARTUP_BUDGET_SECONDS
 
 CANARY_HASH_ARG = "canary-hash"
-HASH_LABEL = "rollouts-pod-template-hash"  # set by Argo Rollouts on each ReplicaSet's pods
-HASH_SERIES_LABEL = "rollouts_pod_template_hash"  # the same, as Prometheus names it (podTargetLabels)
-PROMETHEUS_ADDRESS_ARG = "prometheus-address"
+HASH_SERIES_LABEL = ROLLOUT_HASH_LABEL.replace("-", "_")  # as Prometheus names the copied pod label
+ARGO_CHARTS = "https://argoproj.github.io/argo-helm"
+ALB_BACKEND_PORT = "use-annotation"  # the ALB controller reads the split from Argo's action annotation
+# A canary pod may take the startup probe's whole budget (download, verify, load): only past it,
+# plus scheduling, is the rollout stuck. Argo's default (600 s) would call a model load a failure.
+PROGRESS_DEADLINE_SECONDS = STARTUP_BUDGET_SECONDS + 300
+STEP_START_SECONDS = 1200  # what a deploy job allows each step for its new pods to start
 
 
 @dataclass(frozen=True)
@@ -113,17 +118,61 @@ def canary_strategy(deployment: str, canary: CanaryConfig, *, stable_service: st
     return strategy
 
 
-def alb_routing(ingress: str, root_service: str, port: int) -> dict[str, Any]:
-    return {"alb": {"ingress": ingress, "rootService": root_service, "servicePort": port}}
-
-
-def nginx_routing(ingress: str) -> dict[str, Any]:
-    return {"nginx": {"stableIngress": ingress}}
-
-
 def rollout_from_deployment(deployment_manifest: dict[str, Any], strategy: dict[str, Any]) -> dict[str, Any]:
     """The same pods as an Argo Rollout: replicas, selector and template unchanged; the
-    Deployment's rolling-update strategy replaced by the canary."""
+    Deployment's rolling-update strategy replaced by the canary. A canary whose pods don't
+    become ready within :data:`PROGRESS_DEADLINE_SECONDS` is aborted (rolled back)."""
     spec = {key: value for key, value in deployment_manifest["spec"].items() if key not in ("strategy", "progressDeadlineSeconds")}
     return {**deployment_manifest, "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-            "spec": {**spec, "strategy": {"canary": strategy}}}  # fmt: skip
+            "spec": {**spec, "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS, "progressDeadlineAbort": True,
+                     "strategy": {"canary": strategy}}}  # fmt: skip
+
+
+def prometheus_url(config: InferenceConfig, target: str) -> str:
+    """Where a target's canaries are analysed: on EKS the platform's Prometheus (the operator's
+    ``prometheus-operated`` Service), on the private cloud the configured one."""
+    if target == "eks":
+        return f"http://prometheus-operated.{config.prometheus_namespace}.svc:9090"
+    url = config.rollouts.private_cloud_prometheus_url
+    assert url is not None  # the config model requires it with a canary there
+    return url
+
+
+def traffic_routing(deployment: ModelDeploymentConfig) -> dict[str, Any] | None:
+    """The entry's split for an exposed deployment (ALB on EKS, NGINX on the private cloud);
+    None: replica counts behind the deployment's Service."""
+    if not deployment.expose:
+        return None
+    if deployment.target == "eks":
+        return {"alb": {"ingress": deployment.name, "rootService": deployment.name, "servicePort": SERVICE_PORT}}
+    return {"nginx": {"stableIngress": deployment.name}}
+
+
+def ingress_backend(deployment: ModelDeploymentConfig) -> dict[str, Any]:
+    """What an exposed deployment's Ingress sends to: its Service, or, with a canary, what
+    Argo Rollouts steers (the ALB's action annotation on the root Service; NGINX's stable
+    Service, beside the canary Ingress Argo adds)."""
+    if deployment.canary is None:
+        return {"service": {"name": deployment.name, "port": {"number": SERVICE_PORT}}}
+    if deployment.target == "eks":
+        return {"service": {"name": deployment.name, "port": {"name": ALB_BACKEND_PORT}}}
+    return {"service": {"name": f"{deployment.name}-stable", "port": {"number": SERVICE_PORT}}}
+
+
+def controller_values(node_selector: dict[str, str] | None) -> dict[str, Any]:
+    """argo-rollouts chart values: its CRDs, two controller replicas (leader election), no dashboard."""
+    controller: dict[str, Any] = {
+        "replicas": 2,
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        "metrics": {"enabled": True},
+    }
+    if node_selector:
+        controller["nodeSelector"] = dict(node_selector)
+    return {"installCRDs": True, "keepCRDs": True, "controller": controller, "dashboard": {"enabled": False}}
+
+
+def timeout_seconds(canary: CanaryConfig, per_step_seconds: int = STEP_START_SECONDS, manual_gate_seconds: int = 3600) -> int:
+    """How long a deploy job waits for a canary: every timed pause, a GPU pod's start per step,
+    and an hour for each step that waits on a person's promote."""
+    pauses = [step.pause_seconds for step in canary.steps[:-1]]
+    return sum(p for p in pauses if p is not None) + per_step_seconds * len(canary.steps) + manual_gate_seconds * pauses.count(None)

@@ -12,7 +12,8 @@ from typing import Any
 
 from components.base import derived
 from components.config import EksIngressConfig, InferenceConfig, ModelDeploymentConfig, PrivateIngressConfig, WafConfig
-from components.inference.manifests import SERVER_PORT, labels
+from components.inference.manifests import labels
+from components.inference.rollouts import ingress_backend
 
 # The controller's IAM policy as AWS publishes it for this app version, taken unchanged from
 # AWS's own npm package (tests/ingress/test_policies.py compares it with the package).
@@ -162,12 +163,13 @@ def _attributes(attributes: dict[str, str], bucket: str) -> str:
 
 def ingress(deployment: ModelDeploymentConfig, config: InferenceConfig, version: str, class_name: str, domain: str,
             annotations: dict[str, Any], tls_secret: str | None) -> dict[str, Any]:  # fmt: skip
-    """One Ingress per exposed deployment: <name>.<domain>, every path to its Service."""
+    """One Ingress per exposed deployment: <name>.<domain>, every path to its Service's port (or,
+    with a canary, to what Argo Rollouts splits: :func:`components.inference.rollouts.ingress_backend`)."""
     name = host(deployment, domain)
     spec: dict[str, Any] = {
         "ingressClassName": class_name,
-        "rules": [{"host": name, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
-            "service": {"name": deployment.name, "port": {"number": SERVER_PORT}}}}]}}],
+        "rules": [{"host": name, "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                                                     "backend": ingress_backend(deployment)}]}}],
     }  # fmt: skip
     if tls_secret is not None:
         spec["tls"] = [{"hosts": [name], "secretName": tls_secret}]

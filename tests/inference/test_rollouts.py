@@ -187,20 +187,149 @@ def _deployment() -> dict:
                                   "spec": {"containers": [{"name": "server", "image": "registry/inference@sha256:" + "0" * 64}]}}}}  # fmt: skip
 
 
-@pytest.mark.parametrize("routing", [None, rollouts.alb_routing(DEPLOYMENT, DEPLOYMENT, 80), rollouts.nginx_routing(DEPLOYMENT)])
-def test_the_rollout_and_template_are_valid_argo_rollouts_objects(tmp_path, routing):
-    strategy = rollouts.canary_strategy(DEPLOYMENT, CANARY_CONFIG, stable_service=DEPLOYMENT,
-                                        canary_service=f"{DEPLOYMENT}-canary", traffic_routing=routing)  # fmt: skip
-    rollout = rollouts.rollout_from_deployment(_deployment(), strategy)
-    assert rollout["spec"]["template"] == _deployment()["spec"]["template"]  # the same pods
-    template = rollouts.analysis_template(DEPLOYMENT, NAMESPACE, ANALYSIS, "http://prometheus:9090", {"app": DEPLOYMENT})
-    assert validate_rollout_objects([rollout, template], tmp_path) == []
+@pytest.fixture(scope="module")
+def every_plan(plans, project):
+    """The stacks' plans and the hybrid example's (the private cloud's NGINX split)."""
+    import dataclasses
+
+    from platformctl.offline import run_offline_plan
+
+    hybrid = run_offline_plan(dataclasses.replace(project, stack_config_dir=ROOT / "examples" / "stacks"), "hybrid")
+    return {**plans, "hybrid": hybrid}
+
+
+def _argo_objects(plan) -> list[dict]:
+    return [{"apiVersion": r.inputs["apiVersion"], "kind": r.inputs["kind"], "metadata": r.inputs["metadata"],
+             "spec": r.inputs["spec"]} for r in plan.resources if r.type.startswith("kubernetes:argoproj.io/")]  # fmt: skip
+
+
+def test_every_stacks_rollout_objects_are_valid_argo_rollouts_objects(every_plan, tmp_path):
+    objects = [o for plan in every_plan.values() for o in _argo_objects(plan)]
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds.count("Rollout") == kinds.count("AnalysisTemplate") >= len(every_plan)  # a canary in every stack
+    assert validate_rollout_objects(objects, tmp_path) == []
 
 
 def test_the_schema_check_rejects_a_broken_rollout(tmp_path):
     strategy = rollouts.canary_strategy(DEPLOYMENT, CANARY_CONFIG, stable_service=DEPLOYMENT, canary_service="c",
                                         traffic_routing=None)  # fmt: skip
     broken = rollouts.rollout_from_deployment(_deployment(), strategy)
+    assert validate_rollout_objects([broken], tmp_path) == []
     broken["spec"]["strategy"]["canary"]["steps"][0]["setWeight"] = "ten"
     [problem] = validate_rollout_objects([broken], tmp_path)
     assert "setWeight must be integer" in problem
+
+
+# --------------------------------------------------------------------------- the program's rollouts, every stack
+
+
+def _canaries(config):
+    return [(d, "eks" if d.target == "eks" else "privatecloud") for d in config.inference.deployments if d.canary]
+
+
+def _stack_config(stack: str):
+    from platformctl.common import load_stack_config
+
+    return load_stack_config(stack, ROOT, ROOT / "examples" / "stacks" if stack == "hybrid" else None)
+
+
+def test_each_canary_is_a_rollout_of_the_same_pods_with_its_steps_analysis_and_split(every_plan):
+    from components.inference import manifests
+
+    for stack, plan in every_plan.items():
+        config = _stack_config(stack)
+        assert _canaries(config), f"{stack}: no deployment has a canary"
+        for deployment, cluster in _canaries(config):
+            prefix = f"serving-{cluster}-{deployment.name}"
+            rollout = plan.named(f"{prefix}-rollout")
+            assert not [r for r in plan.resources if r.name == f"{prefix}-deployment"]  # the Rollout runs the pods
+            spec = rollout.inputs["spec"]
+            canary = spec["strategy"]["canary"]
+            assert canary["steps"] == rollouts.canary_steps(deployment.canary)
+            assert canary["analysis"]["templates"] == [{"templateName": rollouts.template_name(deployment.name)}]
+            assert canary["analysis"]["args"][0]["valueFrom"] == {"podTemplateHashValue": "Latest"}
+            assert spec["selector"]["matchLabels"] == manifests.selector(deployment.name)
+            # A model load may use the startup probe's whole budget before Argo calls the canary stuck.
+            assert spec["progressDeadlineSeconds"] > manifests.STARTUP_BUDGET_SECONDS and spec["progressDeadlineAbort"] is True
+            assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] == deployment.name
+            controller = plan.named(f"serving-{cluster}-rollouts-controller")
+            assert controller.urn in rollout.depends_on  # its CRDs first
+            assert (controller.inputs["chart"], controller.inputs["version"]) == ("argo-rollouts", config.inference.rollouts.chart_version)
+            template = plan.named(f"{prefix}-analysistemplate")
+            metrics = {m["name"]: m for m in template.inputs["spec"]["metrics"]}
+            assert set(metrics) == {"error-ratio", "p99-latency", "ready-ratio"}
+            address = metrics["error-ratio"]["provider"]["prometheus"]["address"]
+            assert address == rollouts.prometheus_url(config.inference, deployment.target)
+            assert metrics["error-ratio"]["failureLimit"] == deployment.canary.analysis.failure_limit
+            autoscaler = plan.named(f"{prefix}-horizontalpodautoscaler")
+            assert autoscaler.inputs["spec"]["scaleTargetRef"] == {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                                                                   "name": deployment.name}  # fmt: skip
+            monitor = plan.named(f"{prefix}-servicemonitor").inputs["spec"]
+            assert monitor["podTargetLabels"] == [manifests.ROLLOUT_HASH_LABEL]
+            assert {"key": manifests.TRAFFIC_ROLE_LABEL, "operator": "DoesNotExist"} in monitor["selector"]["matchExpressions"]
+            if not deployment.expose:
+                assert "trafficRouting" not in canary  # replica counts behind the deployment's Service
+                continue
+            services = {role: plan.named(f"{prefix}-service-{role}").inputs for role in ("stable", "canary")}
+            for role, service in services.items():
+                assert service["metadata"]["name"] == canary[f"{role}Service"] == f"{deployment.name}-{role}"
+                assert service["spec"]["selector"] == manifests.selector(deployment.name)  # Argo adds the hash
+            entry = "eks" if deployment.target == "eks" else "private-cloud"
+            ingress = plan.named(f"ingress-{entry}-{deployment.name}").inputs
+            backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+            if deployment.target == "eks":
+                assert canary["trafficRouting"] == {"alb": {"ingress": ingress["metadata"]["name"], "rootService": deployment.name,
+                                                            "servicePort": manifests.SERVICE_PORT}}  # fmt: skip
+                assert backend == {"name": deployment.name, "port": {"name": "use-annotation"}}
+            else:
+                assert canary["trafficRouting"] == {"nginx": {"stableIngress": ingress["metadata"]["name"]}}
+                assert backend == {"name": f"{deployment.name}-stable", "port": {"number": manifests.SERVICE_PORT}}
+
+
+def test_a_new_image_version_or_model_revision_changes_the_pod_template_and_so_starts_a_canary():
+    from components.config import InferenceConfig, ModelDeploymentConfig
+    from components.inference import manifests
+
+    config = _stack_config("staging").inference
+    target = manifests.TargetCluster(name="eks", kubernetes_version="1.33", has_gpu_scheduling_contract=True)
+    deployment = config.deployments[0]
+
+    def template(d: ModelDeploymentConfig, version: str = "0.3.0", conf: InferenceConfig = config) -> dict:
+        return manifests.deployment_manifest(d, conf, target, "repo@sha256:" + "1" * 64, version, True)["spec"]["template"]
+
+    base = template(deployment)
+    assert template(deployment) == base
+    assert template(deployment, version="0.3.1") != base  # a new image version
+    moved = deployment.model_copy(update={"revision": "b" * 40})
+    assert template(moved) != base  # a new model revision
+    env = {e["name"]: e["value"] for e in template(moved)["spec"]["containers"][0]["env"]}
+    assert env["MODEL_REVISION"] == "b" * 40  # in the pod template itself, not a shared ConfigMap
+
+
+def test_a_canary_without_what_its_analysis_reads_is_refused_naming_the_key():
+    from components.config import ConfigError, parse_config
+    from platformctl.project import load_project, read_stack_config
+
+    raw, secrets = read_stack_config(load_project(ROOT), "staging")
+    raw["platform:inference"] = json.dumps({**json.loads(raw["platform:inference"]), "serviceMonitor": False})
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, secrets, "stacks/Pulumi.staging.yaml")
+    assert "platform:inference.serviceMonitor = false: must be true: deployments[0]'s canary analysis reads what it scrapes" in str(
+        caught.value)
+
+
+def test_a_private_cloud_canary_needs_a_prometheus_to_analyse_it():
+    import dataclasses
+
+    from components.config import ConfigError, parse_config
+    from platformctl.project import load_project, read_stack_config
+
+    project = dataclasses.replace(load_project(ROOT), stack_config_dir=ROOT / "examples" / "stacks")
+    raw, secrets = read_stack_config(project, "hybrid")
+    inference = json.loads(raw["platform:inference"])
+    del inference["rollouts"]
+    raw["platform:inference"] = json.dumps(inference)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, secrets, "examples/stacks/Pulumi.hybrid.yaml")
+    assert "platform:inference.rollouts.privateCloudPrometheusUrl" in str(caught.value)
+    assert "deployments[1] analyses its canary on the private cloud" in str(caught.value)

@@ -52,7 +52,13 @@ def test_each_exposed_deployment_gets_a_tls13_https_only_ingress(plans, stack):
         assert release.urn in ingress.depends_on  # the controller's webhook and IngressClass first
         rule = manifest["spec"]["rules"][0]
         assert rule["host"] == f"{deployment.name}.{entry.domain}" and manifest["spec"]["ingressClassName"] == "alb"
-        assert rule["http"]["paths"][0]["backend"]["service"] == {"name": deployment.name, "port": {"number": 8000}}
+        backend = rule["http"]["paths"][0]["backend"]["service"]
+        # A port the Service has (by number), or, under a canary, Argo Rollouts' action annotation on it.
+        service = plan.named(f"serving-eks-{backend['name']}-service").inputs["spec"]
+        if deployment.canary is None:
+            assert backend["port"]["number"] in {port["port"] for port in service["ports"]}
+        else:
+            assert backend == {"name": deployment.name, "port": {"name": "use-annotation"}}
         policy = plan.named(f"serving-eks-{deployment.name}-networkpolicy").inputs["spec"]
         admitted = {p["ipBlock"]["cidr"] for p in policy["ingress"][0]["from"] if "ipBlock" in p}
         assert set(load_balancer_cidrs(config)) <= admitted  # the ALB reaches the pods (IP targets)
