@@ -77,3 +77,47 @@ def test_ci_entry_point_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme.split("\n## ")[0]
     assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def _platformctl_calls() -> list[list[str]]:
+    """Each `platformctl <group> <command>` the workflows run, with the options they pass."""
+    import re
+    import shlex
+
+    calls = []
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for job in _load(path.name)["jobs"].values():
+            for step in job.get("steps", []):
+                text = step.get("run", "").replace("\\\n", " ")
+                for match in re.finditer(r"platformctl ([^;|>&\n]+)", text):
+                    calls.append(shlex.split(match.group(1).replace("${args[@]}", "").replace('"', "")))
+    return calls
+
+
+def test_every_platformctl_command_the_workflows_run_exists():
+    import re
+
+    from typer.testing import CliRunner
+
+    from platformctl.cli import app
+
+    calls = _platformctl_calls()
+    assert ["rollouts", "wait"] in [c[:2] for c in calls] and ["rollouts", "preview"] in [c[:2] for c in calls]
+    for call in calls:
+        command = [word for word in call[:2] if not word.startswith("-")]
+        result = CliRunner().invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, f"platformctl {' '.join(command)}: {result.output}"
+        for option in (word.split("=")[0] for word in call if word.startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", result.output), (
+                f"platformctl {' '.join(command)} has no {option}")
+
+
+def test_the_deploy_job_waits_for_the_canaries_after_pulumi_up():
+    steps = _load("pulumi-up.yml")["jobs"]["up"]["steps"]
+    names = [step.get("name", step.get("uses", "")) for step in steps]
+    up = names.index(next(n for n in names if str(n).startswith("pulumi/actions@")))
+    wait = names.index("Wait for the canaries")
+    assert wait > up
+    script = steps[wait]["run"]
+    assert 'platformctl rollouts wait --stack "$STACK"' in script
+    assert "steps.up.outputs.clusterName" in script  # the EKS kubeconfig from the stack's own output
