@@ -118,9 +118,13 @@ def preview(head: dict[str, Any], base: dict[str, Any] | None) -> list[dict[str,
             row["steps"] = steps
         old = before.get(name)
         if old is None:
-            replaced = before.get(name.removesuffix("-rollout") + "-deployment") if canary else None
-            row["change"] = "becomes a Rollout: created at full weight, no canary this time" if replaced else (
-                "new: created at full weight, no canary" if canary else "new")  # fmt: skip
+            # The same model under the other kind: its canary was just switched on or off.
+            other = name.removesuffix("-rollout") + "-deployment" if canary else name.removesuffix("-deployment") + "-rollout"
+            if other in before:
+                row["change"] = ("becomes a Rollout: created at full weight, no canary this time" if canary
+                                 else "becomes a Deployment: created at full weight, no canary")  # fmt: skip
+            else:
+                row["change"] = "new: created at full weight, no canary" if canary else "new"
             row["action"] = "create"
             row["why"] = []
         else:

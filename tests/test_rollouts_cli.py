@@ -58,6 +58,8 @@ def test_a_deployment_becoming_a_rollout_is_created_at_full_weight(staging_plans
             resource["type"], resource["name"] = "kubernetes:apps/v1:Deployment", resource["name"].replace("-rollout", "-deployment")
     [row] = preview(head, as_deployment)
     assert row["action"] == "create" and "becomes a Rollout" in row["change"]
+    [back] = preview(as_deployment, head)  # the canary switched off again
+    assert back["action"] == "create" and "becomes a Deployment" in back["change"]
 
 
 def test_template_changes_name_the_version_the_build_and_each_setting():

@@ -146,36 +146,30 @@ def test_the_template_fails_exactly_where_the_promtool_alerts_fire():
     assert template["spec"]["args"] == [{"name": rollouts.CANARY_HASH_ARG}]
 
 
-NPM_PACKAGE, NPM_VERSION = "@kubernetes-models/argo-rollouts", "2.0.0"  # API schemas of Argo Rollouts v1.9.0's types
-CACHE = ROOT / ".cache" / "npm" / "argo-rollouts"
-VALIDATE = """
-import { Rollout } from "@kubernetes-models/argo-rollouts/argoproj.io/v1alpha1/Rollout";
-import { AnalysisTemplate } from "@kubernetes-models/argo-rollouts/argoproj.io/v1alpha1/AnalysisTemplate";
-import { readFileSync } from "node:fs";
-const kinds = { Rollout, AnalysisTemplate };
-const problems = [];
-for (const object of JSON.parse(readFileSync(process.argv[2], "utf8"))) {
-  try { new kinds[object.kind](object).validate(); } catch (error) { problems.push(`${object.kind}: ${error.message}`); }
-}
-console.log(JSON.stringify(problems));
-"""
+SCHEMAS = Path(__file__).parent / "argo-rollouts-schemas"  # package.json + lockfile (registry integrity) + validate.mjs
+CACHE = ROOT / ".cache" / "npm" / "argo-rollouts-schemas"
 
 
 def validate_rollout_objects(objects: list[dict], tmp_path: Path) -> list[str]:
-    """Argo Rollouts' own API schemas (the npm package's validators, generated from its Go
-    types), run by node; npm checks the package's registry integrity when it installs."""
-    if not (CACHE / "node_modules" / NPM_PACKAGE / "package.json").is_file():
+    """Argo Rollouts' own API schemas: ``@kubernetes-models/argo-rollouts``, generated from
+    Argo Rollouts' v1alpha1 Go types, installed exactly as the lockfile pins it (``npm ci``
+    checks every package's integrity) and run by node."""
+    lock = (SCHEMAS / "package-lock.json").read_bytes()
+    stamp = CACHE / ".installed-lock"
+    if not stamp.is_file() or stamp.read_bytes() != lock:
         npm = shutil.which("npm")
         if npm is None:
             pytest.fail("npm is missing: `make` installs nodejs (Makefile)")
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), f"{NPM_PACKAGE}@{NPM_VERSION}"],
-                       check=True, capture_output=True)  # fmt: skip
-    script = CACHE / "validate.mjs"
-    script.write_text(VALIDATE)
+        shutil.rmtree(CACHE, ignore_errors=True)
+        CACHE.mkdir(parents=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(SCHEMAS / name, CACHE / name)
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=CACHE, check=True, capture_output=True)
+        stamp.write_bytes(lock)
+    shutil.copy(SCHEMAS / "validate.mjs", CACHE / "validate.mjs")  # resolves the packages from CACHE
     path = tmp_path / "objects.json"
     path.write_text(json.dumps(objects))
-    result = subprocess.run(["node", str(script), str(path)], capture_output=True, text=True, check=True)
+    result = subprocess.run(["node", str(CACHE / "validate.mjs"), str(path)], capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
 
 
