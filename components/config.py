@@ -140,6 +140,12 @@ class TagConfig(ConfigModel):
                 )
             if len(tag_value) > 256 or not _TAG_TEXT.match(tag_value):
                 raise ValueError(f"tag {key!r} has a value AWS would reject: {tag_value!r}")
+            # The load balancer controller reads its tags annotation as `k=v,...`, splitting each
+            # pair at the first `=` and trimming spaces: such a key or value would arrive changed.
+            if "=" in key:
+                raise ValueError(f"tag key {key!r} contains '=': the load balancer's tags annotation can't carry it")
+            if key != key.strip() or tag_value != tag_value.strip():
+                raise ValueError(f"tag {key!r}: leading or trailing spaces would be trimmed on the load balancer")
         return value
 
 

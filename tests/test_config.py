@@ -17,6 +17,7 @@ from components.config import (
     ConfigModel,
     PlatformConfig,
     Secret,
+    TagConfig,
     parse_config,
     secret_config_keys,
 )
@@ -148,6 +149,34 @@ def test_retention_must_be_a_cloudwatch_value():
 def test_extra_tags_may_not_override_standard_keys():
     [problem] = problems({"platform:tags": {**BASE["platform:tags"], "extra": {"owner": "someone-else"}}})
     assert "tag key 'owner' is set by the platform" in problem
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"team=ml": "x"}, "tag key 'team=ml' contains '='"),
+    ({"team": " ml"}, "tag 'team': leading or trailing spaces would be trimmed"),
+])
+def test_extra_tags_the_load_balancer_would_change_are_refused(extra, message):
+    [problem] = problems({"platform:tags": {**BASE["platform:tags"], "extra": extra}})
+    assert problem.startswith("platform:tags.extra") and message in problem
+
+
+def _controller_reads(annotation: str) -> dict[str, str]:
+    """The load balancer controller's stringMap parsing (pkg/annotations/parser.go): split at
+    commas, trim, skip empties, split each pair at its first `=`."""
+    pairs = [part.strip() for part in annotation.split(",") if part.strip()]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+@given(st.dictionaries(st.text(alphabet="ab _.:/=+-@1", min_size=1, max_size=8),
+                       st.text(alphabet="ab _.:/=+-@1", max_size=8), max_size=4))
+def test_every_accepted_extra_tag_reaches_the_load_balancer_unchanged(extra):
+    from components.ingress.policies import alb_tags_annotation
+
+    try:
+        tags = TagConfig(cost_center="ml", owner="team", extra=extra)
+    except ValueError:
+        return  # refused with a message (tested above)
+    assert _controller_reads(alb_tags_annotation(tags.extra)) == tags.extra
 
 
 def test_invalid_json_object_is_reported_not_crashed():

@@ -122,6 +122,11 @@ def to_pulumi(value: Any) -> Any:
 # --------------------------------------------------------------------------- Kubernetes objects
 
 
+def alb_tags_annotation(tags: dict[str, str]) -> str:
+    """``k=v,...`` as the controller reads it (TagConfig refuses what this can't carry)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
+
+
 def alb_annotations(config: EksIngressConfig, group: str, certificate_arn: Any, web_acl_arn: Any, log_bucket: Any,
                     deregistration_seconds: int, tags: dict[str, str]) -> dict[str, Any]:  # fmt: skip
     """aws-load-balancer-controller annotations: one shared ALB (``group``) for every exposed deployment.
@@ -153,7 +158,7 @@ def alb_annotations(config: EksIngressConfig, group: str, certificate_arn: Any, 
         "alb.ingress.kubernetes.io/load-balancer-attributes": derived(log_bucket, lambda b: _attributes(attributes, b)),
         # A draining replica finishes its requests before the target is gone.
         "alb.ingress.kubernetes.io/target-group-attributes": f"deregistration_delay.timeout_seconds={deregistration_seconds}",
-        "alb.ingress.kubernetes.io/tags": ",".join(f"{k}={v}" for k, v in sorted(tags.items())),
+        "alb.ingress.kubernetes.io/tags": alb_tags_annotation(tags),
     }  # fmt: skip
 
 
