@@ -62,11 +62,13 @@ gpu = CapacityPool(
     ),
     **placement,
 )
+private_cloud = private_cloud_provider(config)
 storage = TieredStorage(
     "storage",
     TieredStorageArgs(config=config.storage, name_prefix=name_prefix, region=config.aws.region,
                       k8s_provider=cluster.k8s_provider, oidc_provider_arn=cluster.oidc_provider_arn,
-                      oidc_issuer=cluster.oidc_issuer, alarm_topic_arns=alerting.topic_arns),  # fmt: skip
+                      oidc_issuer=cluster.oidc_issuer, alarm_topic_arns=alerting.topic_arns,
+                      private_cloud_provider=private_cloud),  # fmt: skip
     **placement,
 )
 failover = vpn = None  # their CloudWatch signals go to Prometheus too (Monitoring)
@@ -106,7 +108,6 @@ monitoring = Monitoring(
 )
 
 root = Path(__file__).resolve().parent
-private_cloud = private_cloud_provider(config)
 k8s_targets = {"eks_provider": cluster.k8s_provider, "oidc_provider_arn": cluster.oidc_provider_arn,
                "oidc_issuer": cluster.oidc_issuer}  # fmt: skip
 mirror = None

@@ -1571,6 +1571,11 @@ class StorageConfig(ConfigModel):
         default=100, ge=1, le=100000,
         description="Athena's audit workgroup cancels a query that would scan more than this (cost guard).",
     )  # fmt: skip
+    private_cloud_audit: bool = Field(
+        default=True,
+        description="With platform:privateCloud: Fluent Bit there ships its audit events (only) to the audit stream, "
+                    "with an IAM user's access key that may put into that stream and nothing else.",
+    )  # fmt: skip
 
     @field_validator("classes")
     @classmethod

@@ -16,7 +16,8 @@ from .conftest import ROOT, STACKS
 
 PACK = ROOT / "policies"
 ACCEPTED_ADVISORIES = {("k8s-system-workloads", "gpu-nvidia-device-plugin"),
-                       ("k8s-system-workloads", "storage-shipper-daemonset")}  # README: "Accepted advisories"
+                       ("k8s-system-workloads", "storage-shipper-daemonset"),
+                       ("k8s-system-workloads", "storage-onprem-audit-daemonset")}  # README: "Accepted advisories"
 TAGS = {"environment": "prod", "component": "c", "cost-center": "x", "owner": "o", "stack": "prod", "Name": "n"}
 
 

@@ -53,6 +53,7 @@ FREE_TYPES = frozenset({
     "aws:route53/resolverRuleAssociation:ResolverRuleAssociation",
     "aws:acm/certificate:Certificate", "aws:acm/certificateValidation:CertificateValidation",  # public ACM: free
     "aws:kms/alias:Alias", "aws:athena/namedQuery:NamedQuery",
+    "aws:iam/user:User", "aws:iam/userPolicy:UserPolicy", "aws:iam/accessKey:AccessKey",
     "aws:glue/catalogDatabase:CatalogDatabase", "aws:glue/catalogTable:CatalogTable",  # Glue's first million objects: free
 })  # fmt: skip
 # Priced per request or invocation: at this platform's volumes a few dollars at most, and

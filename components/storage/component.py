@@ -34,6 +34,7 @@ class TieredStorageArgs:
     oidc_provider_arn: pulumi.Input[str]
     oidc_issuer: pulumi.Input[str]
     alarm_topic_arns: dict[str, pulumi.Input[str]] | None = None  # severity -> alert topic; None: no alarms
+    private_cloud_provider: k8s.Provider | None = None  # its audit events ship here too (storage.privateCloudAudit)
 
 
 class TieredStorage(PlatformComponent):
@@ -100,6 +101,8 @@ class TieredStorage(PlatformComponent):
         self.metric_alarms(args.name_prefix, firehose_alarms(stream.name, interval) + firehose_alarms(
             audit_stream.name, interval, name="audit-firehose", records="audit events"), args.alarm_topic_arns)  # fmt: skip
         self._shipper(args, stream, audit_stream, sizing)
+        if args.private_cloud_provider is not None and config.private_cloud_audit:
+            self._private_cloud_audit(args, audit_stream, sizing)
         self.audit_workgroup = self._audit_queries(args, key)
         self.bucket_names = {data_class: bucket.bucket for data_class, bucket in self.buckets.items()}
         self.stream_name, self.audit_stream_name, self.audit_stream_arn = stream.name, audit_stream.name, audit_stream.arn
@@ -170,6 +173,30 @@ class TieredStorage(PlatformComponent):
                                   database=database.name, query=sql, workgroup=workgroup.name,
                                   opts=self.child_opts())  # fmt: skip
         return workgroup.name
+
+    def _private_cloud_audit(self, args: TieredStorageArgs, audit_stream: aws.kinesis.FirehoseDeliveryStream,
+                             sizing: shipping.HotSizing) -> None:  # fmt: skip
+        """Fluent Bit in the private cloud, shipping its audit events (nothing else) to the audit
+        stream. No IRSA there: an IAM user whose only right is putting into that stream; its
+        access key lives in a Secret of the private cloud (rotate: ``pulumi up --replace`` the key)."""
+        user = aws.iam.User(self.child_name("onprem-audit"), name=f"{args.name_prefix}-onprem-audit-shipper",
+                            tags=self.tags("onprem-audit"), opts=self.child_opts())  # fmt: skip
+        aws.iam.UserPolicy(self.child_name("onprem-audit"), user=user.name,
+                           policy=audit_stream.arn.apply(lambda arn: json.dumps(firehose.shipper_policy(arn))),
+                           opts=self.child_opts())  # fmt: skip
+        key = aws.iam.AccessKey(self.child_name("onprem-audit"), user=user.name, opts=self.child_opts())
+        namespace = args.config.shipping.namespace
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.private_cloud_provider)
+        config_text = audit_stream.name.apply(lambda name: shipping.fluent_bit_config(
+            region=args.region, stream_name=None, audit_stream_name=name, sizing=sizing))  # fmt: skip
+        credentials = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                       "metadata": {"name": shipping.AUDIT_CREDENTIALS_SECRET, "namespace": namespace},
+                       "stringData": {"AWS_ACCESS_KEY_ID": key.id, "AWS_SECRET_ACCESS_KEY": key.secret}}  # fmt: skip
+        objects = shipping.kubernetes_objects(args.config.shipping, None, config_text, shipping.AUDIT_CREDENTIALS_SECRET)
+        namespace_resource = kubernetes.declare(self.child_name("onprem-audit-namespace"), objects[0], k8s_opts)
+        after = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace_resource]))
+        for manifest in [credentials, *objects[1:]]:
+            kubernetes.declare(self.child_name(f"onprem-audit-{manifest['kind'].lower()}"), manifest, after)
 
     def _shipper(self, args: TieredStorageArgs, stream: aws.kinesis.FirehoseDeliveryStream,
                  audit_stream: aws.kinesis.FirehoseDeliveryStream, sizing: shipping.HotSizing) -> None:  # fmt: skip

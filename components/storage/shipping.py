@@ -69,17 +69,32 @@ def kubelet_log_rotation(sizing: HotSizing) -> dict[str, Any]:
 
 
 AUDIT_TAG_PREFIX = "audit"
+AUDIT_CREDENTIALS_SECRET = "audit-shipper-aws"  # outside EKS: the IAM user's key (components/storage)
 AUDIT_EMITTER = "audit_emitter"
 
 
-def fluent_bit_config(*, region: str, stream_name: str, audit_stream_name: str, sizing: HotSizing) -> str:
+def fluent_bit_config(*, region: str, stream_name: str | None, audit_stream_name: str, sizing: HotSizing) -> str:
     """fluent-bit.conf: tail container logs, add Kubernetes metadata and ``component``, move audit
     events to their own tag, ship logs and audit events to their Firehose streams.
 
     The rewrite_tag filter re-emits a matching record under ``audit.<tag>`` (through a
     filesystem-buffered emitter, so a restart loses none) and drops it from ``kube.*``
     (``false``): an audit event is in the audit bucket, never in the logs bucket too.
+
+    ``stream_name`` None (the private cloud, which keeps its own logs): audit events only;
+    the other records match no output, and Fluent Bit drops them.
     """
+    logs_output = f"""
+[OUTPUT]
+    Name                     kinesis_firehose
+    Match                    kube.*
+    region                   {region}
+    delivery_stream          {stream_name}
+    time_key                 time
+    time_key_format          %Y-%m-%dT%H:%M:%S.%3NZ
+    Retry_Limit              False
+    storage.total_limit_size {sizing.buffer_limit_mib}M
+""" if stream_name is not None else ""  # fmt: skip
     return f"""\
 [SERVICE]
     Flush                     5
@@ -127,17 +142,7 @@ def fluent_bit_config(*, region: str, stream_name: str, audit_stream_name: str, 
     Emitter_Name          {AUDIT_EMITTER}
     Emitter_Storage.type  filesystem
     Emitter_Mem_Buf_Limit 10M
-
-[OUTPUT]
-    Name                     kinesis_firehose
-    Match                    kube.*
-    region                   {region}
-    delivery_stream          {stream_name}
-    time_key                 time
-    time_key_format          %Y-%m-%dT%H:%M:%S.%3NZ
-    Retry_Limit              False
-    storage.total_limit_size {sizing.buffer_limit_mib}M
-
+{logs_output}
 [OUTPUT]
     Name                     kinesis_firehose
     Match                    {AUDIT_TAG_PREFIX}.*
@@ -159,10 +164,13 @@ def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
     return meta
 
 
-def kubernetes_objects(shipping: LogShippingConfig, role_arn: Any, config_text: Any) -> list[dict[str, Any]]:
+def kubernetes_objects(shipping: LogShippingConfig, role_arn: Any | None, config_text: Any,
+                       credentials_secret: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Namespace, ServiceAccount (IRSA), RBAC for the kubernetes filter, ConfigMap and the DaemonSet.
 
     ``role_arn`` and ``config_text`` may be Pulumi outputs; nothing here looks inside them.
+    Outside EKS there is no IRSA: ``credentials_secret`` names the Secret whose
+    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` the container gets instead.
     """
     ns = shipping.namespace
     daemonset = {
@@ -204,10 +212,14 @@ def kubernetes_objects(shipping: LogShippingConfig, role_arn: Any, config_text: 
             },
         },
     }  # fmt: skip
+    if credentials_secret is not None:
+        [container] = daemonset["spec"]["template"]["spec"]["containers"]
+        container["env"] = [{"name": key, "valueFrom": {"secretKeyRef": {"name": credentials_secret, "key": key}}}
+                            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]  # fmt: skip
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {**_meta(SERVICE_ACCOUNT, ns),
-                                                                   "annotations": {"eks.amazonaws.com/role-arn": role_arn}}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {**_meta(SERVICE_ACCOUNT, ns), **(
+            {"annotations": {"eks.amazonaws.com/role-arn": role_arn}} if role_arn is not None else {})}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(NAME),
          "rules": [{"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(NAME),

@@ -162,3 +162,47 @@ def test_gpu_nodes_carry_the_hot_tier(plans, stack):
         else:
             assert disks[1]["ebs"] == {"volumeSize": hot.size_gib, "volumeType": "gp3", "throughput": hot.throughput_mibps,
                                        "iops": hot.iops, "encrypted": "true", "deleteOnTermination": "true"}  # fmt: skip
+
+
+def test_the_private_clouds_audit_events_ship_to_the_audit_stream_only(project, tmp_path):
+    """The hybrid example: Fluent Bit in the private cloud with an IAM user's key that may only
+    put into the audit stream, shipping audit events and nothing else."""
+    import dataclasses
+
+    import kubernetes_validate
+
+    from components.storage import audit, shipping
+    from platformctl.offline import run_offline_plan
+
+    from .test_tiers import route
+
+    plan = run_offline_plan(dataclasses.replace(project, stack_config_dir=ROOT / "examples" / "stacks"), "hybrid")
+    onprem = {r.name: r for r in plan.resources if r.name.startswith("storage-onprem-audit")}
+    [provider] = [r for r in plan.resources if r.type == "pulumi:providers:kubernetes" and r.name == "private-cloud"]
+    k8s = {r.type.rsplit(":", 1)[1]: r for r in onprem.values() if r.type.startswith("kubernetes:")}
+    assert set(k8s) == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Secret", "ConfigMap", "DaemonSet"}
+    assert all(r.provider.startswith(provider.urn) for r in k8s.values())
+    policy = next(r for r in onprem.values() if r.type == "aws:iam/userPolicy:UserPolicy")
+    # Built from the audit stream's ARN alone (unknown offline): firehose.shipper_policy, checked on moto's IAM.
+    assert [urn.rsplit("::", 1)[1] for urn in policy.dependencies["policy"]] == ["storage-audit-stream"]
+    secret = k8s["Secret"].inputs
+    assert secret["metadata"]["name"] == shipping.AUDIT_CREDENTIALS_SECRET and secret["stringData"] == "[secret]"
+    pod = k8s["DaemonSet"].inputs["spec"]["template"]["spec"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"]}
+    assert env == {key: {"name": shipping.AUDIT_CREDENTIALS_SECRET, "key": key}
+                   for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}  # fmt: skip
+    assert "annotations" not in k8s["ServiceAccount"].inputs["metadata"]  # no IRSA outside EKS
+    for kind in ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"):
+        api = {"Namespace": "v1", "ServiceAccount": "v1", "DaemonSet": "apps/v1"}.get(kind, "rbac.authorization.k8s.io/v1")
+        kubernetes_validate.validate({"apiVersion": api, "kind": kind, **k8s[kind].inputs}, "1.33.0", strict=True)
+    # Its Fluent Bit config ships audit events to the audit stream, and drops everything else.
+    config = shipping.fluent_bit_config(region="us-east-1", stream_name=None, audit_stream_name="platform-hybrid-audit",
+                                        sizing=shipping.hot_sizing(load_stack_config("dev", ROOT).storage.hot,
+                                                                   load_stack_config("dev", ROOT).storage.shipping))  # fmt: skip
+    tag = "kube.var.log.containers.qwen-7b-0_inference_server-abc.log"
+    assert route(config, tag, {"audit": audit.SCHEMA, "event": "inference.request"}) == ["platform-hybrid-audit"]
+    assert route(config, tag, {"message": "request"}) == []
+
+
+def test_without_a_private_cloud_or_with_its_audit_off_nothing_ships_from_there(plans):
+    assert not [r for plan in plans.values() for r in plan.resources if r.name.startswith("storage-onprem-audit")]
