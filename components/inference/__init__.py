@@ -141,7 +141,6 @@ class ModelServing(PlatformComponent):
         # Argo Rollouts' controller and CRDs, where a deployment here has a canary.
         self._rollouts_release = self._rollouts_controller() if any(d.canary for d in args.deployments) else None
         self.deployments: dict[str, str] = {}
-        self.canaries: dict[str, dict[str, Any]] = {}
         for deployment in args.deployments:
             workload = manifests.deployment_manifest(deployment, config, args.target, args.image_refs[deployment.variant],
                                                      args.version, key, image_tag=args.image_tag)  # fmt: skip
@@ -162,7 +161,7 @@ class ModelServing(PlatformComponent):
                 suffix = manifest["kind"].lower() + (f"-{role}" if role else "")
                 self._apply(f"{deployment.name}-{suffix}", manifest, after_namespace)
             self.deployments[deployment.name] = f"{config.namespace}/{deployment.name}"
-        self.register_outputs({"namespace": config.namespace, "deployments": self.deployments, "canaries": self.canaries})
+        self.register_outputs({"namespace": config.namespace, "deployments": self.deployments})
 
     def _canary(self, deployment: ModelDeploymentConfig, workload: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The Deployment as an Argo Rollout with its canary, the AnalysisTemplate, and (behind an
@@ -170,15 +169,12 @@ class ModelServing(PlatformComponent):
         config, canary = self._args.config, deployment.canary
         assert canary is not None
         routing = rollouts.traffic_routing(deployment)
-        strategy = rollouts.canary_strategy(deployment.name, canary, stable_service=f"{deployment.name}-stable",
-                                            canary_service=f"{deployment.name}-canary", traffic_routing=routing)  # fmt: skip
+        strategy = rollouts.canary_strategy(deployment.name, canary, routing)
         objects = [rollouts.analysis_template(deployment.name, config.namespace, canary.analysis,
                                               rollouts.prometheus_url(config, self._args.target.name),
                                               manifests.labels(deployment.name, self._args.version))]  # fmt: skip
         if routing is not None:
             objects += [manifests.service(deployment, config, self._args.version, role) for role in ("stable", "canary")]
-        self.canaries[deployment.name] = {"namespace": config.namespace, "timeoutSeconds": rollouts.timeout_seconds(canary),
-                                          "steps": [step.weight for step in canary.steps]}  # fmt: skip
         return rollouts.rollout_from_deployment(workload, strategy), objects
 
     def _rollouts_controller(self) -> k8s.helm.v3.Release:
@@ -198,7 +194,7 @@ class ModelServing(PlatformComponent):
         opts = pulumi.ResourceOptions(parent=self, provider=self._args.k8s_provider, depends_on=depends_on)
         crd_backed = (manifest["apiVersion"], manifest["kind"]) not in kubernetes.TYPED
         # After whatever installs the CRD: Argo Rollouts for its kinds, else the Prometheus stack (ServiceMonitor).
-        crds = self._rollouts_release if manifest["apiVersion"].startswith("argoproj.io/") else self._args.crds
+        crds = self._rollouts_release if manifest["apiVersion"] == manifests.ROLLOUTS_API else self._args.crds
         if crd_backed and crds is not None:
             opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[crds]))
         return kubernetes.declare(self.child_name(suffix), manifest, opts)

@@ -256,6 +256,12 @@ def deployment_manifest(deployment: ModelDeploymentConfig, config: InferenceConf
 
 TRAFFIC_ROLE_LABEL = "platform.gpu-inference/traffic"  # stable | canary: the Services a canary's entry splits between
 SERVICE_PORT = 80
+ROLLOUTS_API = "argoproj.io/v1alpha1"  # Argo Rollouts' Rollout and AnalysisTemplate
+
+
+def traffic_service(deployment: str, role: str) -> str:
+    """The Service Argo Rollouts narrows to the ``stable`` or ``canary`` ReplicaSet."""
+    return f"{deployment}-{role}"
 
 
 def service(deployment: ModelDeploymentConfig, config: InferenceConfig, version: str, role: str | None = None) -> dict[str, Any]:
@@ -263,7 +269,7 @@ def service(deployment: ModelDeploymentConfig, config: InferenceConfig, version:
     ``<name>-canary`` Service Argo Rollouts narrows to one ReplicaSet for an entry's split."""
     name, object_labels = deployment.name, labels(deployment.name, version)
     if role is not None:
-        name, object_labels = f"{deployment.name}-{role}", {**object_labels, TRAFFIC_ROLE_LABEL: role}
+        name, object_labels = traffic_service(deployment.name, role), {**object_labels, TRAFFIC_ROLE_LABEL: role}
     return _object("v1", "Service", name, config.namespace, object_labels,
                    spec={"type": "ClusterIP", "selector": selector(deployment.name),
                          "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]})  # fmt: skip
@@ -272,7 +278,7 @@ def service(deployment: ModelDeploymentConfig, config: InferenceConfig, version:
 def workload_ref(deployment: ModelDeploymentConfig) -> dict[str, str]:
     """What runs the pods: an Argo Rollout for a deployment with a canary, else a Deployment."""
     if deployment.canary is not None:
-        return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": deployment.name}
+        return {"apiVersion": ROLLOUTS_API, "kind": "Rollout", "name": deployment.name}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment.name}
 
 

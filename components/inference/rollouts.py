@@ -19,7 +19,8 @@ from typing import Any
 
 from components.alerting.rules import ERRORS, REQUESTS
 from components.config import CanaryAnalysisConfig, CanaryConfig, InferenceConfig, ModelDeploymentConfig
-from components.inference.manifests import ROLLOUT_HASH_LABEL, SERVICE_PORT, STARTUP_BUDGET_SECONDS
+from components.inference.manifests import (ROLLOUT_HASH_LABEL, ROLLOUTS_API, SERVICE_PORT, STARTUP_BUDGET_SECONDS,
+                                           traffic_service)
 
 CANARY_HASH_ARG = "canary-hash"
 HASH_SERIES_LABEL = ROLLOUT_HASH_LABEL.replace("-", "_")  # as Prometheus names the copied pod label
@@ -77,7 +78,7 @@ def analysis_template(deployment: str, namespace: str, analysis: CanaryAnalysisC
     """The deployment's AnalysisTemplate: each metric measured every interval; more than
     ``failureLimit`` failures abort the rollout, which scales the canary away."""
     return {
-        "apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate",
+        "apiVersion": ROLLOUTS_API, "kind": "AnalysisTemplate",
         "metadata": {"name": template_name(deployment), "namespace": namespace, "labels": labels},
         "spec": {
             "args": [{"name": CANARY_HASH_ARG}],
@@ -103,10 +104,10 @@ def canary_steps(canary: CanaryConfig) -> list[dict[str, Any]]:
     return steps
 
 
-def canary_strategy(deployment: str, canary: CanaryConfig, *, stable_service: str, canary_service: str,
-                    traffic_routing: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+def canary_strategy(deployment: str, canary: CanaryConfig, traffic_routing: dict[str, Any] | None) -> dict[str, Any]:
     """``spec.strategy.canary``: the steps, the background analysis from the first step on, and
-    the traffic split (an entry's, or none: replica counts behind the stable Service)."""
+    the traffic split (an entry's, between the stable and canary Services; or none: replica
+    counts behind the deployment's Service)."""
     strategy: dict[str, Any] = {
         "steps": canary_steps(canary),
         "analysis": {"templates": [{"templateName": template_name(deployment)}], "startingStep": 1,
@@ -114,7 +115,8 @@ def canary_strategy(deployment: str, canary: CanaryConfig, *, stable_service: st
         "abortScaleDownDelaySeconds": 30,  # an aborted canary's pods leave once traffic has left them
     }  # fmt: skip
     if traffic_routing is not None:
-        strategy |= {"stableService": stable_service, "canaryService": canary_service, "trafficRouting": traffic_routing}
+        strategy |= {"stableService": traffic_service(deployment, "stable"), "canaryService": traffic_service(deployment, "canary"),
+                     "trafficRouting": traffic_routing}
     return strategy
 
 
@@ -123,7 +125,7 @@ def rollout_from_deployment(deployment_manifest: dict[str, Any], strategy: dict[
     Deployment's rolling-update strategy replaced by the canary. A canary whose pods don't
     become ready within :data:`PROGRESS_DEADLINE_SECONDS` is aborted (rolled back)."""
     spec = {key: value for key, value in deployment_manifest["spec"].items() if key not in ("strategy", "progressDeadlineSeconds")}
-    return {**deployment_manifest, "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+    return {**deployment_manifest, "apiVersion": ROLLOUTS_API, "kind": "Rollout",
             "spec": {**spec, "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS, "progressDeadlineAbort": True,
                      "strategy": {"canary": strategy}}}  # fmt: skip
 
@@ -156,7 +158,7 @@ def ingress_backend(deployment: ModelDeploymentConfig) -> dict[str, Any]:
         return {"service": {"name": deployment.name, "port": {"number": SERVICE_PORT}}}
     if deployment.target == "eks":
         return {"service": {"name": deployment.name, "port": {"name": ALB_BACKEND_PORT}}}
-    return {"service": {"name": f"{deployment.name}-stable", "port": {"number": SERVICE_PORT}}}
+    return {"service": {"name": traffic_service(deployment.name, "stable"), "port": {"number": SERVICE_PORT}}}
 
 
 def controller_values(node_selector: dict[str, str] | None) -> dict[str, Any]:

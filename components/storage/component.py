@@ -149,12 +149,11 @@ class TieredStorage(PlatformComponent):
             self.child_name("audit"), name=f"{args.name_prefix}-audit".replace("-", "_"),
             description="Audit events of the platform (docs/audit.md)", tags=self.tags("audit"), opts=self.child_opts())  # fmt: skip
         bucket = self.buckets[firehose.AUDIT.data_class]
-        fixed = audit.to_pulumi_table(audit.table_input("-"))  # the parts that don't name the bucket
-        located = bucket.bucket.apply(lambda name: audit.to_pulumi_table(audit.table_input(name)))
-        aws.glue.CatalogTable(
-            self.child_name("audit"), database_name=database.name, name=fixed["name"], description=fixed["description"],
-            table_type=fixed["table_type"], partition_keys=fixed["partition_keys"], parameters=located["parameters"],
-            storage_descriptor=located["storage_descriptor"], opts=self.child_opts())  # fmt: skip
+        table = bucket.bucket.apply(lambda name: audit.to_pulumi_table(audit.table_input(name)))
+        aws.glue.CatalogTable(self.child_name("audit"), database_name=database.name,
+                              **{key: table[key] for key in ("name", "description", "table_type", "partition_keys",
+                                                            "parameters", "storage_descriptor")},
+                              opts=self.child_opts())  # fmt: skip
         results = self.buckets[firehose.LOGS.data_class]
         workgroup = aws.athena.Workgroup(
             self.child_name("audit"), name=f"{args.name_prefix}-audit", description="Queries over the audit events",

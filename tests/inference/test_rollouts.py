@@ -205,8 +205,7 @@ def test_every_stacks_rollout_objects_are_valid_argo_rollouts_objects(every_plan
 
 
 def test_the_schema_check_rejects_a_broken_rollout(tmp_path):
-    strategy = rollouts.canary_strategy(DEPLOYMENT, CANARY_CONFIG, stable_service=DEPLOYMENT, canary_service="c",
-                                        traffic_routing=None)  # fmt: skip
+    strategy = rollouts.canary_strategy(DEPLOYMENT, CANARY_CONFIG, traffic_routing=None)
     broken = rollouts.rollout_from_deployment(_deployment(), strategy)
     assert validate_rollout_objects([broken], tmp_path) == []
     broken["spec"]["strategy"]["canary"]["steps"][0]["setWeight"] = "ten"
