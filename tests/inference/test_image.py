@@ -44,9 +44,13 @@ def test_runtime_stage_is_slim_non_root_healthchecked_and_labelled():
     assert "HEALTHCHECK" in final and "/healthz" in final
     for label in ("version", "revision", "source"):
         assert f"org.opencontainers.image.{label}=" in final
-    # No compilers or build tools reach the final image.
-    for tool in ("gcc", "build-essential", "apt-get install", "pip install"):
+    # No compilers or build tools reach the final image; its one pip install takes the prebuilt
+    # wheel with no index (tests/images checks the built image itself).
+    for tool in ("gcc", "build-essential", "apt-get install"):
         assert tool not in final, tool
+    installs = re.findall(r"pip install ([^\n&]*)", final)
+    assert installs == ["--no-deps --no-index --no-cache-dir /tmp/server-wheel/*.whl \\"], installs
+    assert "COPY --from=server-wheel /wheels /tmp/server-wheel" in final
     assert re.search(r"^ARG PYTHON_IMAGE=python:[\d.]+-slim-\w+$", text, re.M)  # slim base, pinned version
 
 
