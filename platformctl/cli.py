@@ -16,6 +16,7 @@ from components.mirror.runtime.cli import app as mirror_app
 from platformctl.common import EXIT_POLICY, EXIT_PROGRAM, fail, load_plan
 from platformctl.cost import app as cost_app
 from platformctl.failover import app as failover_app
+from platformctl.images import app as image_app
 from platformctl.rollouts import app as rollouts_app
 from platformctl.vpn import app as vpn_app
 
@@ -29,6 +30,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(mirror_app, name="mirror")
 app.add_typer(cost_app, name="cost")
 app.add_typer(failover_app, name="failover")
+app.add_typer(image_app, name="image")
 app.add_typer(rollouts_app, name="rollouts")
 app.add_typer(vpn_app, name="vpn")
 

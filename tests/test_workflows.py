@@ -121,3 +121,18 @@ def test_the_deploy_job_waits_for_the_canaries_after_pulumi_up():
     script = steps[wait]["run"]
     assert 'platformctl rollouts wait --stack "$STACK"' in script
     assert "steps.up.outputs.clusterName" in script  # the EKS kubeconfig from the stack's own output
+
+
+def test_the_test_job_builds_the_images_with_buildx_and_runs_the_ci_entry_point():
+    """GitHub-hosted runners have a Docker engine: buildx builds, docker run smoke-tests (tests/images)."""
+    for name, job in (("test.yml", "test"), ("deploy.yml", "test")):
+        steps = _load(name)["jobs"][job]["steps"]
+        job_env = _load(name)["jobs"][job]["env"]
+        assert job_env["PLATFORM_IMAGE_ENGINE"] == "docker", name
+        uses = [str(step.get("uses", "")) for step in steps]
+        buildx = uses.index(next(u for u in uses if u.startswith("docker/setup-buildx-action@")))
+        ci = next(i for i, step in enumerate(steps) if "bash .ci/run" in str(step.get("run", "")))
+        assert buildx < ci, name
+        assert steps[buildx]["with"]["driver"] == "docker"  # built images visible to docker run
+    ci_run = (ROOT / ".ci/run").read_text()
+    assert ci_run.index("make images") < ci_run.index("make test")
