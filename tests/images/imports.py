@@ -1,0 +1,35 @@
+"""What a runtime's code imports, and which distributions of its image's lock provide it."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+
+def external_modules(package_dir: Path) -> set[str]:
+    """Top-level modules imported anywhere in a package (function-local imports included),
+    less the standard library and the package itself."""
+    own = {package_dir.name}
+    found: set[str] = set()
+    for path in sorted(package_dir.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {name for name in found if name not in own and name not in sys.stdlib_module_names and name != "__future__"}
+
+
+def lock_of(text: str) -> dict[str, str]:
+    """``name==version`` lines (comments, extras and blank lines aside) as canonical name -> version."""
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==(\S+)", line)
+        if match:
+            pins[canonicalize_name(match.group(1))] = match.group(3)
+    return pins
