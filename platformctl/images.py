@@ -658,6 +658,7 @@ def build_command(
     if variant not in ("cpu", "cuda"):
         raise typer.BadParameter(f"--variant {variant!r}: expected cpu or cuda")
     root = find_project(None).root
+    started = time.monotonic()
     try:
         built = build(name, root, variant=variant, base=base, python=sys.executable, quiet=not verbose,
                       rebuild=rebuild)
@@ -671,6 +672,7 @@ def build_command(
         print(f"tag     {tag}")
     print(f"id      {built.image_id}")
     print(f"digest  {built.digest}")
+    print(f"took    {time.monotonic() - started:.0f} s")
     if push_to:
         print(f"pushed  {result['pinned']}")
     if output is not None:

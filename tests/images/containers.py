@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import tarfile
@@ -82,6 +83,42 @@ class Container:
         self._started.append(started)
         return started
 
+    def start_as_pod(self, args: Sequence[str], env: dict[str, str], writable: Sequence[str], uid: int) -> Started:
+        """The entrypoint as the Deployment runs it: read-only root file system, an emptyDir at each
+        of ``writable``, uid and gid ``uid``, no capabilities, no privilege escalation."""
+        argv = [*self.entrypoint, *args]
+        environment = {**self.env, **env}
+        log = self._workdir / f"{self.name}-pod-{len(self._started)}.log"
+        if self.engine == "docker":
+            command = ["docker", "run", "--rm", "--name", self.name, "--network", "host", "--read-only",
+                       *(flag for path in writable for flag in ("--tmpfs", f"{path}:mode=1777")),
+                       "--user", f"{uid}:{uid}", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                       *(flag for key, value in env.items() for flag in ("--env", f"{key}={value}")),
+                       "--entrypoint", argv[0], self.ref, *argv[1:]]
+        else:
+            mounted = subprocess.run([*BUILDAH, "mount", self.name], capture_output=True, text=True, check=True)
+            root = mounted.stdout.strip()
+            workdir = self.config.get("WorkingDir") or "/"
+            # A private mount namespace: the root bound read-only over itself, tmpfs emptyDirs,
+            # /proc and /dev; then chroot dropping to the pod's uid (no capabilities remain).
+            script = "\n".join([
+                "set -e",
+                f'mount --bind "{root}" "{root}"',
+                f'mount -o remount,bind,ro "{root}"',
+                *(f'mount -t tmpfs -o mode=1777 tmpfs "{root}{path}"' for path in writable),
+                f'mount -t proc proc "{root}/proc"',
+                f'mount --rbind /dev "{root}/dev"',
+                f'exec setpriv --no-new-privs chroot --userspec={uid}:{uid} --groups= "{root}" '
+                + " ".join(shlex.quote(a) for a in ["/usr/bin/env", "-i", "-C", workdir,
+                                                    *(f"{k}={v}" for k, v in environment.items()), *argv]),
+            ])
+            command = ["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c", script]
+        with log.open("wb") as sink:
+            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        started = Started(process, log)
+        self._started.append(started)
+        return started
+
     def exec(self, argv: Sequence[str], env: dict[str, str] | None = None, user: str | None = None,
              timeout: float = 300) -> subprocess.CompletedProcess:
         """A command inside the container (beside a started entrypoint, if any)."""
@@ -133,7 +170,7 @@ class Container:
 def process_uids(container: Container, needle: str) -> dict[int, tuple[int, int]]:
     """pid -> (real, effective) uid of the container's processes whose command line holds ``needle``,
     read from /proc inside the container. With chroot isolation the process table is the host's:
-    the ``buildah run`` around a process (its command line holds the needle too) doesn't count."""
+    ``buildah run``, its buildah-chroot-* helpers and ``unshare`` around a process don't count."""
     script = (
         "import json, os, sys\n"
         "found = {}\n"
@@ -144,7 +181,7 @@ def process_uids(container: Container, needle: str) -> dict[int, tuple[int, int]
         "    except OSError:\n"
         "        continue\n"
         "    cmd = b' '.join(argv).decode(errors='replace')\n"
-        "    if os.path.basename(argv[0].decode(errors='replace')) in ('buildah', 'docker'):\n"
+        "    if os.path.basename(argv[0].decode(errors='replace')).startswith(('buildah', 'docker', 'unshare')):\n"
         "        continue\n"
         "    if sys.argv[1] in cmd and 'import json, os, sys' not in cmd:\n"
         "        uid = next(line.split()[1:3] for line in status.splitlines() if line.startswith('Uid:'))\n"

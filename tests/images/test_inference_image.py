@@ -206,3 +206,25 @@ def test_push_to_a_registry_and_pull_back_by_digest(inference_image, registry, t
     assert "sha256:" + hashlib.sha256((pulled / "manifest.json").read_bytes()).hexdigest() == digest
     # The reference the Deployments run (components/inference/image.pinned_ref) is exactly this one.
     assert identity.pinned_ref(repository, digest) == pinned
+
+
+def test_it_serves_as_the_deployment_runs_it_read_only_root_and_emptydirs(inference_box: Container):
+    """readOnlyRootFilesystem, the model cache and /tmp as emptyDirs, runAsUser, all capabilities
+    dropped (components/inference/manifests.py): a server that wrote anywhere else would crash-loop."""
+    from components.inference import manifests
+    from tests.loopback import free_port
+
+    port = free_port()
+    started = inference_box.start_as_pod(["--demo", "--no-auth"], {"PORT": str(port), "HOST": "127.0.0.1"},
+                                         writable=(manifests.MODEL_CACHE_PATH, "/tmp"), uid=manifests.RUN_AS)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, started)
+        completion = httpx.post(f"{url}/v1/completions", timeout=60,
+                                json={"model": "platform/demo-llama-tiny", "prompt": "Hi", "max_tokens": 4})
+        assert completion.status_code == 200, completion.text
+        uids = process_uids(inference_box, "inference-server")
+        assert uids and all(uid == (manifests.RUN_AS, manifests.RUN_AS) for uid in uids.values()), uids
+    finally:
+        inference_box.stop(started, "inference-server")
+    assert "Read-only file system" not in started.output(), started.output()[-3000:]

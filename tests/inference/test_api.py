@@ -114,20 +114,22 @@ def test_the_openai_client_library_works_unchanged(server):
     assert "".join(pieces)
 
 
+# Tokens are made when the test runs, not at collection: tokens minted then with a 5-minute
+# expiry had expired by the time a long session reached these tests ("token expired").
 @pytest.mark.parametrize(
-    ("headers", "reason"),
+    ("make_headers", "reason"),
     [
-        ({}, "missing Authorization header"),
-        ({"Authorization": "Basic abc"}, "Authorization must be 'Bearer <JWT>'"),
-        (auth_headers(exp=int(time.time()) - 3600), "token expired"),
-        (auth_headers(aud="someone-else"), "token audience is not accepted"),
-        (auth_headers(iss="https://evil.test"), "token issuer is not accepted"),
-        (auth_headers(exp=None), "token lacks the 'exp' claim"),
-        ({"Authorization": "Bearer not.a.jwt"}, "invalid token"),
+        (lambda: {}, "missing Authorization header"),
+        (lambda: {"Authorization": "Basic abc"}, "Authorization must be 'Bearer <JWT>'"),
+        (lambda: auth_headers(exp=int(time.time()) - 3600), "token expired"),
+        (lambda: auth_headers(aud="someone-else"), "token audience is not accepted"),
+        (lambda: auth_headers(iss="https://evil.test"), "token issuer is not accepted"),
+        (lambda: auth_headers(exp=None), "token lacks the 'exp' claim"),
+        (lambda: {"Authorization": "Bearer not.a.jwt"}, "invalid token"),
     ],
 )
-def test_auth_rejects_bad_tokens(server, headers, reason):
-    response = httpx.post(f"{server.url}/v1/completions", headers=headers,
+def test_auth_rejects_bad_tokens(server, make_headers, reason):
+    response = httpx.post(f"{server.url}/v1/completions", headers=make_headers(),
                           json={"model": MODEL, "prompt": "x", "max_tokens": 1})  # fmt: skip
     assert response.status_code == 401
     assert response.json()["error"]["message"].startswith(reason)
