@@ -201,6 +201,7 @@ class Layer:
 
 def export_layers(engine: str, ref: str, target: Path) -> tuple[dict, list[Layer]]:
     """The image's manifest and its layer tarballs, exactly as they would be pushed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     if engine == "buildah":
         result = subprocess.run([*BUILDAH, "push", ref, f"dir:{target}"], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr

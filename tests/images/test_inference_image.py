@@ -6,7 +6,6 @@ import hashlib
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,8 +14,9 @@ from components.inference import image as identity
 from platformctl import images
 
 from ..conftest import ROOT
-from .containers import Container, export_layers, layer_members, process_uids
+from .containers import Container, process_uids
 from .imports import external_modules, lock_of
+from .leaks import scan_layers
 
 IMAGE = ROOT / "inference_image"
 SERVER_SRC = IMAGE / "src" / "inference_server"
@@ -153,41 +153,12 @@ def test_the_oci_labels_carry_the_version_and_revision(inference_image, inferenc
     assert inference_image.tags[-1].endswith(identity.release_tag(identity.read_version(ROOT), revision))
 
 
-def _our_layers(engine: str, built: images.BuiltImage, tmp_path: Path):
-    """The layers this Dockerfile added, past those of the base image it was built on."""
-    manifest, layers = export_layers(engine, built.ref, tmp_path / "image")
-    base_layers = images.layer_ids(engine, built.base)
-    image_layers = images.layer_ids(engine, built.ref)
-    assert image_layers[: len(base_layers)] == base_layers, "the image does not start with its base's layers"
-    return layers, layers[len(base_layers):]
-
-
 def test_no_pip_configuration_ca_or_local_wheel_from_the_build_host_is_in_any_layer(inference_image, engine,
                                                                                       tmp_path):
-    settings = images.effective_pip_settings("python3")
-    config = images.pip_build_config(settings)
-    ca_digest = hashlib.sha256(config.ca_file.read_bytes()).hexdigest() if config.ca_file else None
-    all_layers, ours = _our_layers(engine, inference_image, tmp_path)
-    total = sum(layer.path.stat().st_size for layer in all_layers)
-    assert total < SIZE_BUDGET_MB * 2**20, f"image is {total / 2**20:.0f} MiB, budget {SIZE_BUDGET_MB} MiB"
-    assert ours, "no layers of our own"
-    offending = []
-    for layer in ours:
-        for tar, member in layer_members(layer):
-            name = member.name.lstrip("./")
-            if name.startswith(("run/secrets/", "pip-local/")) or Path(name).name in ("pip.conf", "build-ca"):
-                offending.append(f"{layer.digest}: {name}")
-            elif member.isfile() and ca_digest and member.size == config.ca_file.stat().st_size:
-                if hashlib.sha256(tar.extractfile(member).read()).hexdigest() == ca_digest:
-                    offending.append(f"{layer.digest}: {name} is the build host's CA bundle")
-            elif member.isfile() and member.size < 1_000_000 and name.endswith((".conf", ".cfg", ".ini", ".txt")):
-                if b"/pip-local/" in tar.extractfile(member).read():
-                    offending.append(f"{layer.digest}: {name} names the pip-local mount")
-    assert not offending, offending
-    history = json.dumps(images.inspect_history(engine, inference_image.ref))
-    assert "PIP_CONFIG_FILE=/run" not in history.replace("export PIP_CONFIG_FILE", "")
-    if settings.get("find-links"):
-        assert settings["find-links"].split()[0] not in history  # host paths never reach the image's metadata
+    scan = scan_layers(engine, inference_image, tmp_path)
+    assert scan.total_bytes < SIZE_BUDGET_MB * 2**20, f"{scan.total_bytes / 2**20:.0f} MiB, budget {SIZE_BUDGET_MB}"
+    assert scan.own_layers, "no layers of our own"
+    assert scan.leaks == []
 
 
 def test_push_to_a_registry_and_pull_back_by_digest(inference_image, registry, tmp_path):

@@ -16,6 +16,7 @@ from tests.loopback import free_port
 from ..conftest import ROOT
 from .containers import Container, process_uids
 from .imports import external_modules, lock_of
+from .leaks import scan_layers
 
 MIRROR = ROOT / "components" / "mirror"
 REPO = "platform/tiny-llama"
@@ -102,3 +103,12 @@ def test_an_offline_build_says_which_stage_it_replaced(mirror_image, mirror_box:
     assert any("lambda-adapter" in note and "unproven" in note for note in mirror_image.stand_ins)
     result = mirror_box.exec(["/opt/extensions/lambda-adapter"])
     assert result.returncode == 1 and "stand-in" in result.stderr
+
+
+MIRROR_SIZE_BUDGET_MB = 400  # docs/images.md
+
+
+def test_the_mirror_image_carries_nothing_of_the_build_hosts_pip_configuration(mirror_image, engine, tmp_path):
+    scan = scan_layers(engine, mirror_image, tmp_path)
+    assert scan.total_bytes < MIRROR_SIZE_BUDGET_MB * 2**20, f"{scan.total_bytes / 2**20:.0f} MiB"
+    assert scan.own_layers and scan.leaks == []
