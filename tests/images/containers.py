@@ -144,9 +144,9 @@ class Container:
         if started.process.poll() is None:
             if self.engine == "docker":
                 subprocess.run(["docker", "kill", "--signal", "TERM", self.name], capture_output=True)
-            else:  # one process table with chroot isolation: signal the server itself, not buildah
-                pids = process_uids(self, needle)
-                assert pids, f"no process of {needle!r} to stop"
+            else:  # one process table with chroot isolation: signal this run's server, not buildah
+                pids = _entrypoint_pids(started.process.pid, needle)
+                assert pids, f"no process of {needle!r} under {started.process.pid} to stop"
                 for pid in pids:
                     os.kill(pid, signal.SIGTERM)
             try:
@@ -165,6 +165,32 @@ class Container:
             subprocess.run([*BUILDAH, "rm", self.name], capture_output=True)
         else:
             subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
+
+
+def _entrypoint_pids(root_pid: int, needle: str) -> list[int]:
+    """The processes below ``root_pid`` (a ``buildah run`` or ``unshare``) running the entrypoint:
+    command line holding ``needle``, not one of buildah's or unshare's own processes."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry))
+    found, queue = [], list(children.get(root_pid, []))
+    while queue:
+        pid = queue.pop()
+        queue += children.get(pid, [])
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not os.path.basename(argv[0].decode(errors="replace")).startswith(("buildah", "unshare")) and \
+                needle.encode() in b" ".join(argv):
+            found.append(pid)
+    return found
 
 
 def process_uids(container: Container, needle: str) -> dict[int, tuple[int, int]]:

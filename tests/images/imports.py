@@ -33,3 +33,20 @@ def lock_of(text: str) -> dict[str, str]:
         if match:
             pins[canonicalize_name(match.group(1))] = match.group(3)
     return pins
+
+
+IMPORT_EVERYTHING = (
+    "import importlib, pkgutil, sys\n"
+    "package = importlib.import_module(sys.argv[1])\n"
+    "for m in pkgutil.walk_packages(package.__path__, sys.argv[1] + '.'):\n"
+    "    if not m.name.endswith('.__main__'):  # that one runs the CLI\n"
+    "        importlib.import_module(m.name)\n"
+    "for name in sys.argv[2:]:\n"
+    "    importlib.import_module(name)\n"
+)
+
+
+def import_everything_argv(package: str, package_dir: Path, then: str = "") -> list[str]:
+    """A ``python -c`` command importing every module of ``package`` and every module its code
+    imports (function-local imports too), then running ``then``: what the image must hold."""
+    return ["python", "-c", IMPORT_EVERYTHING + then, package, *sorted(external_modules(package_dir))]

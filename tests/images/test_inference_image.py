@@ -15,7 +15,7 @@ from platformctl import images
 
 from ..conftest import ROOT
 from .containers import Container, process_uids
-from .imports import external_modules, lock_of
+from .imports import import_everything_argv, lock_of
 from .leaks import scan_layers
 
 IMAGE = ROOT / "inference_image"
@@ -108,16 +108,8 @@ def test_everything_the_server_imports_is_installed_and_pip_check_is_clean(infer
     box = inference_box
     check = box.exec(["pip", "check"])
     assert check.returncode == 0, check.stdout + check.stderr
-    modules = sorted(external_modules(SERVER_SRC) | {"inference_server"})
-    script = ("import importlib, pkgutil, sys\n"
-              "import inference_server\n"
-              "for m in pkgutil.walk_packages(inference_server.__path__, 'inference_server.'):\n"
-              "    if not m.name.endswith('.__main__'):  # runs the CLI\n"
-              "        importlib.import_module(m.name)\n"
-              "for name in sys.argv[1:]:\n"
-              "    importlib.import_module(name)\n"
-              "import torch; print(torch.__version__)\n")
-    result = box.exec(["python", "-c", script, *modules])
+    result = box.exec(import_everything_argv("inference_server", SERVER_SRC,
+                                             then="import torch; print(torch.__version__)\n"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("+cpu"), f"the CPU image carries torch {result.stdout.strip()}"
 

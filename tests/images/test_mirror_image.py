@@ -15,7 +15,7 @@ from tests.loopback import free_port
 
 from ..conftest import ROOT
 from .containers import Container, process_uids
-from .imports import external_modules, lock_of
+from .imports import import_everything_argv, lock_of
 from .leaks import scan_layers
 
 MIRROR = ROOT / "components" / "mirror"
@@ -82,14 +82,7 @@ def test_the_mirror_image_holds_its_lock_imports_its_runtime_and_is_labelled(mir
     box = mirror_box
     check = box.exec(["pip", "check"])
     assert check.returncode == 0, check.stdout + check.stderr
-    modules = sorted(external_modules(MIRROR / "runtime"))
-    script = ("import importlib, pkgutil, sys, model_mirror\n"
-              "for m in pkgutil.walk_packages(model_mirror.__path__, 'model_mirror.'):\n"
-              "    if not m.name.endswith('.__main__'):  # runs the CLI\n"
-              "        importlib.import_module(m.name)\n"
-              "for name in sys.argv[1:]:\n"
-              "    importlib.import_module(name)\n")
-    imported = box.exec(["python", "-c", script, *modules])
+    imported = box.exec(import_everything_argv("model_mirror", MIRROR / "runtime"))
     assert imported.returncode == 0, imported.stderr[-3000:]
     frozen = box.exec(["pip", "freeze", "--all", "--exclude", "pip"])
     assert lock_of(frozen.stdout) == lock_of((MIRROR / "constraints.txt").read_text())
