@@ -561,6 +561,9 @@ def build(name: str, root: Path, *, variant: str = "cpu", base: str = "auto", py
     tags = image_tags(source, version, revision)
     if not revision.dirty and not rebuild and all(image_exists(engine, tag) for tag in tags):
         log(f"{tags[-1]}: already built from this tree, reused (--rebuild builds anew)")
+        for tag in tags[:-1]:  # <version> may have moved to a later (dirty) build: back to this one
+            argv = ["docker", "tag", tags[-1], tag] if engine == "docker" else [*BUILDAH, "tag", tags[-1], tag]
+            _run(argv, check_what=f"tag {tag}")
         return BuiltImage(source, tags, image_id(engine, tags[-1]), local_digest(engine, tags[-1]), chosen_base,
                           tuple(stand_ins))
     log(f"building {', '.join(tags)} with {engine} on {chosen_base}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 from platformctl import images
@@ -22,7 +23,11 @@ def test_the_scan_names_a_pip_conf_and_the_hosts_ca_bundle_copied_into_a_layer(e
     ref = "localhost/platform/leak-scan-test:1"
     images._engine_build(engine, context, context / "Dockerfile", [ref], {}, secrets={}, contexts={})
     leaky = images.BuiltImage(images.IMAGES["inference"], (ref,), "", "", inference_image.base, ())
-    scan = scan_layers(engine, leaky, tmp_path / "scan")
+    try:
+        scan = scan_layers(engine, leaky, tmp_path / "scan")
+    finally:
+        subprocess.run(["docker", "rmi", ref] if engine == "docker" else [*images.BUILDAH, "rmi", ref],
+                       capture_output=True)
     assert any(leak.endswith(": etc/pip.conf") for leak in scan.leaks), scan.leaks
     if config.ca_file is not None:
         assert any("build host's CA bundle" in leak for leak in scan.leaks), scan.leaks
