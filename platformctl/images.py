@@ -72,13 +72,21 @@ class ImageSource:
 IMAGES: dict[str, ImageSource] = {
     "inference": ImageSource("inference", identity.IMAGE_DIR, "localhost/platform/inference-server", versioned=True),
     "mirror": ImageSource(
-        "mirror", "components/mirror", "localhost/platform/model-mirror", versioned=False,
-        foreign_stages=(ForeignStage(
-            "LAMBDA_ADAPTER_IMAGE", "lambda-adapter", ("/lambda-adapter",),
-            "the Lambda Web Adapter extension (/opt/extensions/lambda-adapter is a stand-in that exits 1): "
-            "the CloudFront origin's Lambda start-up is proven only by a deployment"),),
+        "mirror",
+        "components/mirror",
+        "localhost/platform/model-mirror",
+        versioned=False,
+        foreign_stages=(
+            ForeignStage(
+                "LAMBDA_ADAPTER_IMAGE",
+                "lambda-adapter",
+                ("/lambda-adapter",),
+                "the Lambda Web Adapter extension (/opt/extensions/lambda-adapter is a stand-in that exits 1): "
+                "the CloudFront origin's Lambda start-up is proven only by a deployment",
+            ),
+        ),
     ),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,9 @@ def image_tags(source: ImageSource, version: str | None, revision: identity.Sour
     return (f"{source.repository}:{suffix}",)
 
 
-def build_args(source: ImageSource, version: str | None, revision: identity.SourceRevision,
-               variant: str) -> dict[str, str]:  # fmt: skip
+def build_args(
+    source: ImageSource, version: str | None, revision: identity.SourceRevision, variant: str
+) -> dict[str, str]:
     """The build args the Pulumi build passes (components/inference, components/mirror)."""
     if source.versioned:
         assert version is not None
@@ -158,7 +167,9 @@ def pip_build_config(settings: dict[str, str]) -> PipBuildConfig:
     """
     local: dict[Path, str] = {}
     host_only = sorted(key for key in settings if key not in BUILD_PIP_KEYS)
-    dropped = [f"host-only settings left out (the Dockerfile sets its own): {', '.join(host_only)}"] if host_only else []
+    dropped = (
+        [f"host-only settings left out (the Dockerfile sets its own): {', '.join(host_only)}"] if host_only else []
+    )
 
     def mount(path: Path, is_index: bool) -> str:
         root = path.parent if is_index and path.name == "simple" else path
@@ -223,8 +234,14 @@ def effective_pip_settings(python: str) -> dict[str, str]:
 # --- engines --------------------------------------------------------------------------------
 
 
-def _run(argv: Sequence[str], *, check_what: str, capture: bool = True, timeout: float | None = None,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+def _run(
+    argv: Sequence[str],
+    *,
+    check_what: str,
+    capture: bool = True,
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     try:
         result = subprocess.run(list(argv), capture_output=capture, text=True, check=False, timeout=timeout, env=env)
     except FileNotFoundError as exc:
@@ -233,8 +250,9 @@ def _run(argv: Sequence[str], *, check_what: str, capture: bool = True, timeout:
         raise ImageBuildError(f"{check_what}: {argv[0]} did not answer within {timeout:.0f} s") from exc
     if result.returncode != 0:
         detail = (result.stderr or result.stdout or "").strip().splitlines()[-12:] if capture else []
-        raise ImageBuildError(f"{check_what} failed (exit {result.returncode})" + (":\n" + "\n".join(detail)
-                                                                                   if detail else ""))  # fmt: skip
+        raise ImageBuildError(
+            f"{check_what} failed (exit {result.returncode})" + (":\n" + "\n".join(detail) if detail else "")
+        )
     return result
 
 
@@ -251,8 +269,9 @@ def detect_engine() -> str:
             return "docker"
     if shutil.which("buildah"):
         return "buildah"
-    raise ImageBuildError("no image builder: neither a Docker engine (docker info) nor buildah "
-                          "(apt-get install buildah) is available")  # fmt: skip
+    raise ImageBuildError(
+        "no image builder: neither a Docker engine (docker info) nor buildah (apt-get install buildah) is available"
+    )
 
 
 def image_exists(engine: str, ref: str) -> bool:
@@ -299,16 +318,33 @@ def make_local_base(engine: str, log=print) -> str:
         log(f"local base {LOCAL_BASE}: reused")
         return LOCAL_BASE
     if not shutil.which("debootstrap"):
-        raise ImageBuildError("no registry for the base image and no debootstrap to make one (apt-get install debootstrap)")
+        raise ImageBuildError(
+            "no registry for the base image and no debootstrap to make one (apt-get install debootstrap)"
+        )
     mirror = debian_mirror()
     log(f"local base {LOCAL_BASE}: debootstrap --variant=minbase {DEBIAN_SUITE} from {mirror} (once)")
     with tempfile.TemporaryDirectory(prefix="platform-base-", dir=_work_dir()) as work:
         rootfs = Path(work) / "rootfs"
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", DEBIAN_SUITE, str(rootfs),
-              mirror], check_what=f"debootstrap of {DEBIAN_SUITE}")  # fmt: skip
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                DEBIAN_SUITE,
+                str(rootfs),
+                mirror,
+            ],
+            check_what=f"debootstrap of {DEBIAN_SUITE}",
+        )
         # What an image never needs: downloaded packages, package lists, manuals, translations.
-        for junk in ("var/cache/apt", "var/lib/apt/lists", "usr/share/man", "usr/share/locale", "usr/share/info",
-                     "var/log"):  # fmt: skip
+        for junk in (
+            "var/cache/apt",
+            "var/lib/apt/lists",
+            "usr/share/man",
+            "usr/share/locale",
+            "usr/share/info",
+            "var/log",
+        ):
             target = rootfs / junk
             if target.exists():
                 shutil.rmtree(target)
@@ -316,28 +352,52 @@ def make_local_base(engine: str, log=print) -> str:
         for doc in (rootfs / "usr/share/doc").glob("*/*"):
             if doc.name != "copyright":  # licences stay
                 shutil.rmtree(doc) if doc.is_dir() and not doc.is_symlink() else doc.unlink()
-        python = _run(["chroot", str(rootfs), "python3", "-c", "import platform; print(platform.python_version())"],
-                      check_what="python3 in the new base").stdout.strip()  # fmt: skip
+        python = _run(
+            ["chroot", str(rootfs), "python3", "-c", "import platform; print(platform.python_version())"],
+            check_what="python3 in the new base",
+        ).stdout.strip()
         archive = Path(work) / "rootfs.tar"
-        _run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(archive), "."],
-             check_what="archiving the base")  # fmt: skip
-        labels = {"org.opencontainers.image.title": "python-base",
-                  "org.opencontainers.image.description": f"Debian {DEBIAN_SUITE} minbase with Python {python} "
-                                                          f"({', '.join(BASE_PACKAGES)}), made by debootstrap",
-                  "org.opencontainers.image.base.name": f"debian:{DEBIAN_SUITE}"}  # fmt: skip
+        _run(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(archive), "."],
+            check_what="archiving the base",
+        )
+        labels = {
+            "org.opencontainers.image.title": "python-base",
+            "org.opencontainers.image.description": f"Debian {DEBIAN_SUITE} minbase with Python {python} "
+            f"({', '.join(BASE_PACKAGES)}), made by debootstrap",
+            "org.opencontainers.image.base.name": f"debian:{DEBIAN_SUITE}",
+        }
         path_env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         if engine == "docker":
-            changes = [f"ENV {path_env}", "ENV LANG=C.UTF-8", 'CMD ["python3"]',
-                       *(f"LABEL {k}={json.dumps(v)}" for k, v in labels.items())]  # fmt: skip
-            _run(["docker", "import", *(a for c in changes for a in ("--change", c)), str(archive), LOCAL_BASE],
-                 check_what="docker import of the base")  # fmt: skip
+            changes = [
+                f"ENV {path_env}",
+                "ENV LANG=C.UTF-8",
+                'CMD ["python3"]',
+                *(f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()),
+            ]
+            _run(
+                ["docker", "import", *(a for c in changes for a in ("--change", c)), str(archive), LOCAL_BASE],
+                check_what="docker import of the base",
+            )
         else:
             container = _run([*BUILDAH, "from", "scratch"], check_what="buildah from scratch").stdout.strip()
             try:
                 _run([*BUILDAH, "add", container, str(archive), "/"], check_what="buildah add of the base")
-                _run([*BUILDAH, "config", "--env", path_env, "--env", "LANG=C.UTF-8", "--cmd", "python3",
-                      *(a for k, v in labels.items() for a in ("--label", f"{k}={v}")), container],
-                     check_what="buildah config of the base")  # fmt: skip
+                _run(
+                    [
+                        *BUILDAH,
+                        "config",
+                        "--env",
+                        path_env,
+                        "--env",
+                        "LANG=C.UTF-8",
+                        "--cmd",
+                        "python3",
+                        *(a for k, v in labels.items() for a in ("--label", f"{k}={v}")),
+                        container,
+                    ],
+                    check_what="buildah config of the base",
+                )
                 _run([*BUILDAH, "commit", "--format", "docker", container, LOCAL_BASE], check_what="buildah commit")
             finally:
                 subprocess.run([*BUILDAH, "rm", container], capture_output=True, check=False)
@@ -359,7 +419,9 @@ def make_stand_in(engine: str, stage: ForeignStage, original: str, base: str) ->
         return ref
     commands = " && ".join(
         f"printf '%s\\n' '#!/bin/sh' 'echo \"{path}: stand-in for {original} (offline build)\" >&2' 'exit 1' > {path}"
-        f" && chmod 0755 {path}" for path in stage.paths)  # fmt: skip
+        f" && chmod 0755 {path}"
+        for path in stage.paths
+    )
     with tempfile.TemporaryDirectory(prefix="platform-stand-in-", dir=_work_dir()) as work:
         (Path(work) / "Dockerfile").write_text(STAND_IN_DOCKERFILE.format(base=base, image=original, commands=commands))
         _engine_build(engine, Path(work), Path(work) / "Dockerfile", [ref], {}, secrets={}, contexts={})
@@ -371,13 +433,26 @@ def _work_dir() -> str:
     return str(CACHE_DIR)
 
 
-def _engine_build(engine: str, context: Path, dockerfile: Path, tags: Sequence[str], args: dict[str, str], *,
-                  secrets: dict[str, Path], contexts: dict[str, Path], iidfile: Path | None = None,
-                  quiet: bool = True) -> None:  # fmt: skip
-    common = [*(a for k, v in args.items() for a in ("--build-arg", f"{k}={v}")),
-              *(a for k, v in secrets.items() for a in ("--secret", f"id={k},src={v}")),
-              *(a for k, v in contexts.items() for a in ("--build-context", f"{k}={v}")),
-              *(a for t in tags for a in ("-t", t)), "-f", str(dockerfile)]  # fmt: skip
+def _engine_build(
+    engine: str,
+    context: Path,
+    dockerfile: Path,
+    tags: Sequence[str],
+    args: dict[str, str],
+    *,
+    secrets: dict[str, Path],
+    contexts: dict[str, Path],
+    iidfile: Path | None = None,
+    quiet: bool = True,
+) -> None:
+    common = [
+        *(a for k, v in args.items() for a in ("--build-arg", f"{k}={v}")),
+        *(a for k, v in secrets.items() for a in ("--secret", f"id={k},src={v}")),
+        *(a for k, v in contexts.items() for a in ("--build-context", f"{k}={v}")),
+        *(a for t in tags for a in ("-t", t)),
+        "-f",
+        str(dockerfile),
+    ]
     if iidfile is not None:
         common += ["--iidfile", str(iidfile)]
     if engine == "docker":
@@ -410,8 +485,9 @@ def _stream(argv: Sequence[str], what: str, quiet: bool, log=print) -> None:
             if not quiet or step:
                 log(f"  {time.monotonic() - started:6.0f}s {line.rstrip()[:160]}" if quiet else line.rstrip())
     if process.wait() != 0:
-        raise ImageBuildError(f"{what} failed (exit {process.returncode}); last lines (all in {log_path}):\n"
-                              + "\n".join(tail[-25:]))
+        raise ImageBuildError(
+            f"{what} failed (exit {process.returncode}); last lines (all in {log_path}):\n" + "\n".join(tail[-25:])
+        )
 
 
 def inspect_image(engine: str, ref: str) -> dict:
@@ -425,7 +501,9 @@ def inspect_image(engine: str, ref: str) -> dict:
 
 def image_id(engine: str, ref: str) -> str:
     if engine == "docker":
-        return _run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], check_what=f"inspect {ref}").stdout.strip()
+        return _run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", ref], check_what=f"inspect {ref}"
+        ).stdout.strip()
     return "sha256:" + _buildah_inspect(ref)["FromImageID"]
 
 
@@ -442,7 +520,9 @@ def layer_ids(engine: str, ref: str) -> list[str]:
     if engine == "docker":
         if not image_exists(engine, ref):  # buildx pulled the base into its own cache, not the engine's
             _run(["docker", "pull", "--quiet", ref], check_what=f"pull {ref}")
-        out = _run(["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", ref], check_what=f"inspect {ref}")
+        out = _run(
+            ["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", ref], check_what=f"inspect {ref}"
+        )
     else:
         return [str(layer) for layer in _buildah_inspect(ref)["OCIv1"]["rootfs"]["diff_ids"]]
     return [str(layer) for layer in json.loads(out.stdout)]
@@ -451,8 +531,9 @@ def layer_ids(engine: str, ref: str) -> list[str]:
 def inspect_history(engine: str, ref: str) -> list[dict]:
     """The image's build history (created_by of each step), as a registry client sees it."""
     if engine == "docker":
-        out = _run(["docker", "image", "history", "--no-trunc", "--format", "{{json .}}", ref],
-                   check_what=f"history of {ref}")
+        out = _run(
+            ["docker", "image", "history", "--no-trunc", "--format", "{{json .}}", ref], check_what=f"history of {ref}"
+        )
         return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     return _buildah_inspect(ref)["Docker"].get("history") or []
 
@@ -512,8 +593,17 @@ def pinned_torch(root: Path) -> str:
     raise ImageBuildError(f"{identity.IMAGE_DIR}/requirements.txt pins no torch")
 
 
-def build(name: str, root: Path, *, variant: str = "cpu", base: str = "auto", python: str = "python3",
-          log=print, quiet: bool = True, rebuild: bool = False) -> BuiltImage:  # fmt: skip
+def build(
+    name: str,
+    root: Path,
+    *,
+    variant: str = "cpu",
+    base: str = "auto",
+    python: str = "python3",
+    log=print,
+    quiet: bool = True,
+    rebuild: bool = False,
+) -> BuiltImage:
     """Build one image of the repo; returns its tags, id and digest.
 
     An image already tagged with a committed tree id (not ``-dirty``) is that source exactly
@@ -564,13 +654,15 @@ def build(name: str, root: Path, *, variant: str = "cpu", base: str = "auto", py
         for tag in tags[:-1]:  # <version> may have moved to a later (dirty) build: back to this one
             argv = ["docker", "tag", tags[-1], tag] if engine == "docker" else [*BUILDAH, "tag", tags[-1], tag]
             _run(argv, check_what=f"tag {tag}")
-        return BuiltImage(source, tags, image_id(engine, tags[-1]), local_digest(engine, tags[-1]), chosen_base,
-                          tuple(stand_ins))
+        return BuiltImage(
+            source, tags, image_id(engine, tags[-1]), local_digest(engine, tags[-1]), chosen_base, tuple(stand_ins)
+        )
     log(f"building {', '.join(tags)} with {engine} on {chosen_base}")
     with pip_context(python, log) as (secrets, contexts), tempfile.TemporaryDirectory(dir=_work_dir()) as work:
         iidfile = Path(work) / "iid"
-        _engine_build(engine, context, dockerfile, tags, args, secrets=secrets, contexts=contexts, iidfile=iidfile,
-                      quiet=quiet)  # fmt: skip
+        _engine_build(
+            engine, context, dockerfile, tags, args, secrets=secrets, contexts=contexts, iidfile=iidfile, quiet=quiet
+        )
         built_id = iidfile.read_text().strip()
     return BuiltImage(source, tags, built_id, local_digest(engine, tags[-1]), chosen_base, tuple(stand_ins))
 
@@ -586,15 +678,27 @@ def push(built: BuiltImage, registry: str, *, tls_verify: bool = True) -> tuple[
         if engine == "docker":
             _run(["docker", "tag", built.ref, target], check_what=f"tag {target}")
             _run(["docker", "push", target], check_what=f"push {target}")
-            out = _run(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", target],
-                       check_what=f"digest of {target}")  # fmt: skip
+            out = _run(
+                ["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", target],
+                check_what=f"digest of {target}",
+            )
             digests = [d.split("@", 1)[1] for d in json.loads(out.stdout) if d.startswith(f"{registry}/{repository}@")]
             if not digests:
                 raise ImageBuildError(f"push {target}: the registry reported no digest")
             digest = digests[0]
         else:
-            _run([*BUILDAH, "push", f"--tls-verify={str(tls_verify).lower()}", "--digestfile", str(digest_file),
-                  built.ref, f"docker://{target}"], check_what=f"push {target}")  # fmt: skip
+            _run(
+                [
+                    *BUILDAH,
+                    "push",
+                    f"--tls-verify={str(tls_verify).lower()}",
+                    "--digestfile",
+                    str(digest_file),
+                    built.ref,
+                    f"docker://{target}",
+                ],
+                check_what=f"push {target}",
+            )
             digest = digest_file.read_text().strip()
     return target, digest
 
@@ -613,8 +717,10 @@ def prune(engine: str, keep: Sequence[str], log=print) -> None:
     stale = [ref for ref in listing.stdout.split() if ref.rsplit(":", 1)[0] in ours and ref not in keep]
     for ref in stale:
         subprocess.run(["docker", "rmi", ref] if engine == "docker" else [*BUILDAH, "rmi", ref], capture_output=True)
-    subprocess.run(["docker", "image", "prune", "--force"] if engine == "docker" else [*BUILDAH, "rmi", "--prune"],
-                   capture_output=True)
+    subprocess.run(
+        ["docker", "image", "prune", "--force"] if engine == "docker" else [*BUILDAH, "rmi", "--prune"],
+        capture_output=True,
+    )
     log(f"pruned {len(stale)} image(s) of older revisions and the dangling layers")
 
 
@@ -628,27 +734,41 @@ def current_tags(root: Path) -> list[str]:
 
 
 def describe(built: BuiltImage) -> dict[str, object]:
-    return {"image": built.source.name, "tags": list(built.tags), "id": built.image_id, "digest": built.digest,
-            "base": built.base, "standIns": list(built.stand_ins)}  # fmt: skip
-
+    return {
+        "image": built.source.name,
+        "tags": list(built.tags),
+        "id": built.image_id,
+        "digest": built.digest,
+        "base": built.base,
+        "standIns": list(built.stand_ins),
+    }
 
 
 # --- CLI ------------------------------------------------------------------------------------
 
 import typer  # noqa: E402  (the build logic above needs only the standard library)
 
-app = typer.Typer(help="Build and push the repo's container images (docker buildx, else buildah).",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Build and push the repo's container images (docker buildx, else buildah).",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 @app.command("build")
 def build_command(
     name: Annotated[str, typer.Argument(help=f"The image: {' or '.join(IMAGES)}.")],
     variant: Annotated[str, typer.Option(help="inference only: cpu or cuda.")] = "cpu",
-    base: Annotated[str, typer.Option(envvar=BASE_ENV, help="auto: the Dockerfile's base if its registry answers, "
-                                      "else a local Debian base; registry; local.")] = "auto",
-    push_to: Annotated[str | None, typer.Option("--push", metavar="REGISTRY",
-                                                help="Also push to this registry (host:port).")] = None,
+    base: Annotated[
+        str,
+        typer.Option(
+            envvar=BASE_ENV,
+            help="auto: the Dockerfile's base if its registry answers, else a local Debian base; registry; local.",
+        ),
+    ] = "auto",
+    push_to: Annotated[
+        str | None, typer.Option("--push", metavar="REGISTRY", help="Also push to this registry (host:port).")
+    ] = None,
     tls_verify: Annotated[bool, typer.Option(help="Verify the registry's TLS certificate.")] = True,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the result as JSON here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show all of the builder's output.")] = False,
@@ -663,8 +783,7 @@ def build_command(
     root = find_project(None).root
     started = time.monotonic()
     try:
-        built = build(name, root, variant=variant, base=base, python=sys.executable, quiet=not verbose,
-                      rebuild=rebuild)
+        built = build(name, root, variant=variant, base=base, python=sys.executable, quiet=not verbose, rebuild=rebuild)
         result = describe(built)
         if push_to:
             pushed, digest = push(built, push_to, tls_verify=tls_verify)

@@ -77,8 +77,12 @@ class Container:
         argv = [*self.entrypoint, *(self.cmd if args is None else args)]
         log = self._workdir / f"{self.name}-{len(self._started)}.log"
         with log.open("wb") as sink:
-            process = subprocess.Popen(self._argv(argv, env or {}, detached=True), stdout=sink,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                self._argv(argv, env or {}, detached=True),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         started = Started(process, log)
         self._started.append(started)
         return started
@@ -90,28 +94,56 @@ class Container:
         environment = {**self.env, **env}
         log = self._workdir / f"{self.name}-pod-{len(self._started)}.log"
         if self.engine == "docker":
-            command = ["docker", "run", "--rm", "--name", self.name, "--network", "host", "--read-only",
-                       *(flag for path in writable for flag in ("--tmpfs", f"{path}:mode=1777")),
-                       "--user", f"{uid}:{uid}", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-                       *(flag for key, value in env.items() for flag in ("--env", f"{key}={value}")),
-                       "--entrypoint", argv[0], self.ref, *argv[1:]]
+            command = [
+                "docker",
+                "run",
+                "--rm",
+                "--name",
+                self.name,
+                "--network",
+                "host",
+                "--read-only",
+                *(flag for path in writable for flag in ("--tmpfs", f"{path}:mode=1777")),
+                "--user",
+                f"{uid}:{uid}",
+                "--cap-drop",
+                "ALL",
+                "--security-opt",
+                "no-new-privileges",
+                *(flag for key, value in env.items() for flag in ("--env", f"{key}={value}")),
+                "--entrypoint",
+                argv[0],
+                self.ref,
+                *argv[1:],
+            ]
         else:
             mounted = subprocess.run([*BUILDAH, "mount", self.name], capture_output=True, text=True, check=True)
             root = mounted.stdout.strip()
             workdir = self.config.get("WorkingDir") or "/"
             # A private mount namespace: the root bound read-only over itself, tmpfs emptyDirs,
             # /proc and /dev; then chroot dropping to the pod's uid (no capabilities remain).
-            script = "\n".join([
-                "set -e",
-                f'mount --bind "{root}" "{root}"',
-                f'mount -o remount,bind,ro "{root}"',
-                *(f'mount -t tmpfs -o mode=1777 tmpfs "{root}{path}"' for path in writable),
-                f'mount -t proc proc "{root}/proc"',
-                f'mount --rbind /dev "{root}/dev"',
-                f'exec setpriv --no-new-privs chroot --userspec={uid}:{uid} --groups= "{root}" '
-                + " ".join(shlex.quote(a) for a in ["/usr/bin/env", "-i", "-C", workdir,
-                                                    *(f"{k}={v}" for k, v in environment.items()), *argv]),
-            ])
+            script = "\n".join(
+                [
+                    "set -e",
+                    f'mount --bind "{root}" "{root}"',
+                    f'mount -o remount,bind,ro "{root}"',
+                    *(f'mount -t tmpfs -o mode=1777 tmpfs "{root}{path}"' for path in writable),
+                    f'mount -t proc proc "{root}/proc"',
+                    f'mount --rbind /dev "{root}/dev"',
+                    f'exec setpriv --no-new-privs chroot --userspec={uid}:{uid} --groups= "{root}" '
+                    + " ".join(
+                        shlex.quote(a)
+                        for a in [
+                            "/usr/bin/env",
+                            "-i",
+                            "-C",
+                            workdir,
+                            *(f"{k}={v}" for k, v in environment.items()),
+                            *argv,
+                        ]
+                    ),
+                ]
+            )
             command = ["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c", script]
         with log.open("wb") as sink:
             process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
@@ -119,11 +151,16 @@ class Container:
         self._started.append(started)
         return started
 
-    def exec(self, argv: Sequence[str], env: dict[str, str] | None = None, user: str | None = None,
-             timeout: float = 300) -> subprocess.CompletedProcess:
+    def exec(
+        self, argv: Sequence[str], env: dict[str, str] | None = None, user: str | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         """A command inside the container (beside a started entrypoint, if any)."""
-        return subprocess.run(self._argv(list(argv), env or {}, detached=False, user=user), capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            self._argv(list(argv), env or {}, detached=False, user=user),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def _argv(self, argv: list[str], env: dict[str, str], detached: bool, user: str | None = None) -> list[str]:
         user = user or self.user
@@ -133,8 +170,21 @@ class Container:
         running = any(started.process.poll() is None for started in self._started)
         if detached or not running:  # docker exec needs a running container; else a one-off one
             name = ["--name", self.name] if detached else []
-            return ["docker", "run", "--rm", *name, "--network", "host", "--user", user, *env_flags,
-                    "--entrypoint", argv[0], self.ref, *argv[1:]]
+            return [
+                "docker",
+                "run",
+                "--rm",
+                *name,
+                "--network",
+                "host",
+                "--user",
+                user,
+                *env_flags,
+                "--entrypoint",
+                argv[0],
+                self.ref,
+                *argv[1:],
+            ]
         return ["docker", "exec", "--user", user, *env_flags, self.name, *argv]
 
     def stop(self, started: Started, needle: str, timeout: float = 60) -> int:
@@ -187,8 +237,9 @@ def _entrypoint_pids(root_pid: int, needle: str) -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if not os.path.basename(argv[0].decode(errors="replace")).startswith(("buildah", "unshare")) and \
-                needle.encode() in b" ".join(argv):
+        if not os.path.basename(argv[0].decode(errors="replace")).startswith(
+            ("buildah", "unshare")
+        ) and needle.encode() in b" ".join(argv):
             found.append(pid)
     return found
 
@@ -232,8 +283,9 @@ def export_layers(engine: str, ref: str, target: Path) -> tuple[dict, list[Layer
         result = subprocess.run([*BUILDAH, "push", ref, f"dir:{target}"], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         manifest = json.loads((target / "manifest.json").read_text())
-        return manifest, [Layer(layer["digest"], target / layer["digest"].split(":", 1)[1])
-                          for layer in manifest["layers"]]
+        return manifest, [
+            Layer(layer["digest"], target / layer["digest"].split(":", 1)[1]) for layer in manifest["layers"]
+        ]
     archive = target / "image.tar"
     subprocess.run(["docker", "save", "-o", str(archive), ref], check=True)
     with tarfile.open(archive) as tar:

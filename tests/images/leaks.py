@@ -32,7 +32,7 @@ def scan_layers(engine: str, built: images.BuiltImage, tmp_path: Path) -> LayerS
     _, layers = export_layers(engine, built.ref, tmp_path / "image")
     base_layers = images.layer_ids(engine, built.base)
     assert images.layer_ids(engine, built.ref)[: len(base_layers)] == base_layers, "image does not start with its base"
-    own = layers[len(base_layers):]
+    own = layers[len(base_layers) :]
     leaks = []
     for layer in own:
         for tar, member in layer_members(layer):

@@ -21,9 +21,14 @@ def test_tags_and_build_args_are_the_pulumi_builds():
     revision = identity.SourceRevision("abc1234", dirty=False)
     inference = images.IMAGES["inference"]
     assert images.image_tags(inference, "1.2.3", revision) == (
-        "localhost/platform/inference-server:1.2.3", "localhost/platform/inference-server:1.2.3-abc1234")
+        "localhost/platform/inference-server:1.2.3",
+        "localhost/platform/inference-server:1.2.3-abc1234",
+    )
     assert images.build_args(inference, "1.2.3", revision, "cpu") == {
-        "VARIANT": "cpu", "VERSION": "1.2.3", "REVISION": "abc1234"}
+        "VARIANT": "cpu",
+        "VERSION": "1.2.3",
+        "REVISION": "abc1234",
+    }
     mirror = images.IMAGES["mirror"]
     dirty = identity.SourceRevision("abc1234", dirty=True)
     assert images.image_tags(mirror, None, dirty) == ("localhost/platform/model-mirror:abc1234-dirty",)
@@ -46,12 +51,18 @@ def test_every_dockerfile_mounts_the_pip_configuration_on_every_networked_pip_ru
     for source in images.IMAGES.values():
         text = (ROOT / source.context / "Dockerfile").read_text()
         assert "FROM scratch AS pip-local" in text
-        runs = [run for run in text.split("\nRUN ")[1:] if "pip install -r" in run or "pip wheel" in run
-                or ("pip install" in run and "--no-index" not in run)]
+        runs = [
+            run
+            for run in text.split("\nRUN ")[1:]
+            if "pip install -r" in run or "pip wheel" in run or ("pip install" in run and "--no-index" not in run)
+        ]
         assert runs, source.name
         for run in runs:
-            for mount in ("--mount=type=secret,id=pip.conf", "--mount=type=secret,id=build-ca",
-                          "--mount=type=bind,from=pip-local,target=/pip-local"):
+            for mount in (
+                "--mount=type=secret,id=pip.conf",
+                "--mount=type=secret,id=build-ca",
+                "--mount=type=bind,from=pip-local,target=/pip-local",
+            ):
                 assert mount in run, (source.name, mount, run[:200])
             assert "PIP_CONFIG_FILE=/run/secrets/pip.conf" in run
         assert "PIP_RETRIES=1" in text and "PIP_DEFAULT_TIMEOUT=20" in text
@@ -64,9 +75,14 @@ def test_this_machines_pip_configuration_translates(tmp_path):
     wheels.mkdir()
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    settings = {"index-url": "https://pypi.example/simple", "extra-index-url": f"file://{tmp_path}/pypi/simple",
-                "find-links": str(wheels), "cert": str(ca), "constraint": "/etc/xdg/pip/constraints.txt",
-                "default-timeout": "180"}
+    settings = {
+        "index-url": "https://pypi.example/simple",
+        "extra-index-url": f"file://{tmp_path}/pypi/simple",
+        "find-links": str(wheels),
+        "cert": str(ca),
+        "constraint": "/etc/xdg/pip/constraints.txt",
+        "default-timeout": "180",
+    }
     config = images.pip_build_config(settings)
     parsed = configparser.ConfigParser()
     parsed.read_string(config.conf)
@@ -76,15 +92,22 @@ def test_this_machines_pip_configuration_translates(tmp_path):
     assert parsed["global"]["find-links"] == f"/pip-local{wheels}"
     assert parsed["global"]["cert"] == "/run/secrets/build-ca"
     assert config.ca_file == ca
-    assert dict(config.local_dirs) == {tmp_path / "pypi": f"{tmp_path}/pypi".lstrip("/"),
-                                       wheels: str(wheels).lstrip("/")}
+    assert dict(config.local_dirs) == {
+        tmp_path / "pypi": f"{tmp_path}/pypi".lstrip("/"),
+        wheels: str(wheels).lstrip("/"),
+    }
     assert "constraint" not in parsed["global"] and "default-timeout" not in parsed["global"]
     assert any("constraint" in note and "default-timeout" in note for note in config.dropped)
 
 
 def test_missing_local_paths_and_client_keys_are_left_out_and_said(tmp_path):
-    config = images.pip_build_config({"find-links": f"{tmp_path}/nope https://wheels.example/",
-                                      "cert": f"{tmp_path}/no-ca.pem", "client-cert": "/etc/key.pem"})
+    config = images.pip_build_config(
+        {
+            "find-links": f"{tmp_path}/nope https://wheels.example/",
+            "cert": f"{tmp_path}/no-ca.pem",
+            "client-cert": "/etc/key.pem",
+        }
+    )
     parsed = configparser.ConfigParser()
     parsed.read_string(config.conf)
     assert parsed["global"]["find-links"] == "https://wheels.example/"
@@ -93,8 +116,14 @@ def test_missing_local_paths_and_client_keys_are_left_out_and_said(tmp_path):
     assert "nope" in notes and "no-ca.pem" in notes and "client-cert" in notes
 
 
-@given(st.lists(st.sampled_from(["https://a.example/simple", "http://b.example/", "file:///x/simple"]),
-                min_size=1, max_size=4, unique=True))
+@given(
+    st.lists(
+        st.sampled_from(["https://a.example/simple", "http://b.example/", "file:///x/simple"]),
+        min_size=1,
+        max_size=4,
+        unique=True,
+    )
+)
 def test_remote_indexes_pass_through_unchanged(locations):
     remote = [location for location in locations if not location.startswith("file:")]
     config = images.pip_build_config({"extra-index-url": " ".join(remote)} if remote else {})
@@ -107,8 +136,9 @@ def test_remote_indexes_pass_through_unchanged(locations):
 
 def test_the_effective_settings_follow_pips_precedence(tmp_path, monkeypatch):
     conf = tmp_path / "pip.conf"
-    conf.write_text("[global]\nindex-url = https://global.example/simple\nfind-links = /a\n"
-                    "[install]\nfind-links = /b\n")
+    conf.write_text(
+        "[global]\nindex-url = https://global.example/simple\nfind-links = /a\n[install]\nfind-links = /b\n"
+    )
     monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
     monkeypatch.setenv("PIP_INDEX_URL", "https://env.example/simple")
@@ -151,8 +181,11 @@ def test_an_unknown_image_or_base_is_refused_by_name():
 
 
 def test_the_cli_names_a_bad_variant():
-    result = subprocess.run([str(Path(sys.executable).parent / "platformctl"), "image", "build", "inference",
-                             "--variant", "rocm"], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "platformctl"), "image", "build", "inference", "--variant", "rocm"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "rocm" in result.stderr
 
 
@@ -189,13 +222,31 @@ def test_an_index_that_never_answers_fails_the_install_within_a_minute(tmp_path)
     thread = threading.Thread(target=swallow, daemon=True)
     thread.start()
     port = listener.getsockname()[1]
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")}, **settings,
-           "PIP_CONFIG_FILE": os.devnull}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PIP_")},
+        **settings,
+        "PIP_CONFIG_FILE": os.devnull,
+    }
     started = time.monotonic()
     try:
-        result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(tmp_path),
-                                 "--index-url", f"http://127.0.0.1:{port}/simple", "no-such-package-x"],
-                                capture_output=True, text=True, env=env, timeout=120)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--dest",
+                str(tmp_path),
+                "--index-url",
+                f"http://127.0.0.1:{port}/simple",
+                "no-such-package-x",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
     finally:
         stop.set()
         thread.join(5)
@@ -204,5 +255,7 @@ def test_an_index_that_never_answers_fails_the_install_within_a_minute(tmp_path)
         listener.close()
     elapsed = time.monotonic() - started
     assert result.returncode != 0
-    assert "timed out" in (result.stdout + result.stderr).lower() or "timeout" in (result.stdout + result.stderr).lower()
+    assert (
+        "timed out" in (result.stdout + result.stderr).lower() or "timeout" in (result.stdout + result.stderr).lower()
+    )
     assert elapsed < 60, f"pip took {elapsed:.0f} s to give up on a dead index"

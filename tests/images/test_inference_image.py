@@ -61,19 +61,26 @@ def running(inference_box: Container):
 
 def test_the_entrypoint_serves_completions_streamed_chat_and_metrics_as_the_image_user(running):
     box, started, url, port = running
-    completion = httpx.post(f"{url}/v1/completions", timeout=60,
-                            json={"model": "platform/demo-llama-tiny", "prompt": "Hello", "max_tokens": 8})
+    completion = httpx.post(
+        f"{url}/v1/completions",
+        timeout=60,
+        json={"model": "platform/demo-llama-tiny", "prompt": "Hello", "max_tokens": 8},
+    )
     assert completion.status_code == 200, completion.text
     body = completion.json()
     assert body["object"] == "text_completion" and body["usage"]["completion_tokens"] >= 1
 
     events = []
-    chat = {"model": "platform/demo-llama-tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
-            "stream": True}
+    chat = {
+        "model": "platform/demo-llama-tiny",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 8,
+        "stream": True,
+    }
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=chat, timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        events = [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
+        events = [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(event) for event in events[:-1]]
     assert len(chunks) >= 2 and all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
@@ -108,8 +115,9 @@ def test_everything_the_server_imports_is_installed_and_pip_check_is_clean(infer
     box = inference_box
     check = box.exec(["pip", "check"])
     assert check.returncode == 0, check.stdout + check.stderr
-    result = box.exec(import_everything_argv("inference_server", SERVER_SRC,
-                                             then="import torch; print(torch.__version__)\n"))
+    result = box.exec(
+        import_everything_argv("inference_server", SERVER_SRC, then="import torch; print(torch.__version__)\n")
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("+cpu"), f"the CPU image carries torch {result.stdout.strip()}"
 
@@ -122,15 +130,23 @@ def test_the_images_packages_are_exactly_the_lock(inference_box: Container):
     installed = lock_of(frozen.stdout)
     installed.pop("torch")
     locked = lock_of((IMAGE / "constraints.txt").read_text())
-    assert installed == locked, {"only in the image": sorted(set(installed.items()) - set(locked.items())),
-                                 "only in constraints.txt": sorted(set(locked.items()) - set(installed.items()))}
+    assert installed == locked, {
+        "only in the image": sorted(set(installed.items()) - set(locked.items())),
+        "only in constraints.txt": sorted(set(locked.items()) - set(installed.items())),
+    }
 
 
 def test_the_final_stage_has_no_build_tools(inference_image, inference_box: Container):
     box = inference_box
-    found = box.exec(["sh", "-c", "for t in " + " ".join(BUILD_TOOLS) + "; do command -v $t; done; "
-                      "dpkg-query -W -f '${Package}\\n' 2>/dev/null | grep -E '^(gcc|gcc-[0-9]+|g\\+\\+(-[0-9]+)?|"
-                      "cpp(-[0-9]+)?|binutils.*|make|build-essential|libc6-dev|(lib)?python3[0-9.]*-dev)$' || true"])
+    found = box.exec(
+        [
+            "sh",
+            "-c",
+            "for t in " + " ".join(BUILD_TOOLS) + "; do command -v $t; done; "
+            "dpkg-query -W -f '${Package}\\n' 2>/dev/null | grep -E '^(gcc|gcc-[0-9]+|g\\+\\+(-[0-9]+)?|"
+            "cpp(-[0-9]+)?|binutils.*|make|build-essential|libc6-dev|(lib)?python3[0-9.]*-dev)$' || true",
+        ]
+    )
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip() == "", f"build tools in the final image:\n{found.stdout}"
 
@@ -145,8 +161,7 @@ def test_the_oci_labels_carry_the_version_and_revision(inference_image, inferenc
     assert inference_image.tags[-1].endswith(identity.release_tag(identity.read_version(ROOT), revision))
 
 
-def test_no_pip_configuration_ca_or_local_wheel_from_the_build_host_is_in_any_layer(inference_image, engine,
-                                                                                      tmp_path):
+def test_no_pip_configuration_ca_or_local_wheel_from_the_build_host_is_in_any_layer(inference_image, engine, tmp_path):
     scan = scan_layers(engine, inference_image, tmp_path)
     assert scan.total_bytes < SIZE_BUDGET_MB * 2**20, f"{scan.total_bytes / 2**20:.0f} MiB, budget {SIZE_BUDGET_MB}"
     assert scan.own_layers, "no layers of our own"
@@ -158,13 +173,17 @@ def test_push_to_a_registry_and_pull_back_by_digest(inference_image, registry, t
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
     repository = pushed.rsplit(":", 1)[0]
     pinned = f"{repository}@{digest}"
-    inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{pinned}"],
-                               capture_output=True, text=True)
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{pinned}"], capture_output=True, text=True
+    )
     assert inspected.returncode == 0, inspected.stderr
     assert json.loads(inspected.stdout)["Digest"] == digest
     pulled = tmp_path / "pulled"
-    copy = subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{pinned}", f"dir:{pulled}"],
-                          capture_output=True, text=True)
+    copy = subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", f"docker://{pinned}", f"dir:{pulled}"],
+        capture_output=True,
+        text=True,
+    )
     assert copy.returncode == 0, copy.stderr
     assert "sha256:" + hashlib.sha256((pulled / "manifest.json").read_bytes()).hexdigest() == digest
     # The reference the Deployments run (components/inference/image.pinned_ref) is exactly this one.
@@ -178,13 +197,20 @@ def test_it_serves_as_the_deployment_runs_it_read_only_root_and_emptydirs(infere
     from tests.loopback import free_port
 
     port = free_port()
-    started = inference_box.start_as_pod(["--demo", "--no-auth"], {"PORT": str(port), "HOST": "127.0.0.1"},
-                                         writable=(manifests.MODEL_CACHE_PATH, "/tmp"), uid=manifests.RUN_AS)
+    started = inference_box.start_as_pod(
+        ["--demo", "--no-auth"],
+        {"PORT": str(port), "HOST": "127.0.0.1"},
+        writable=(manifests.MODEL_CACHE_PATH, "/tmp"),
+        uid=manifests.RUN_AS,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, started)
-        completion = httpx.post(f"{url}/v1/completions", timeout=60,
-                                json={"model": "platform/demo-llama-tiny", "prompt": "Hi", "max_tokens": 4})
+        completion = httpx.post(
+            f"{url}/v1/completions",
+            timeout=60,
+            json={"model": "platform/demo-llama-tiny", "prompt": "Hi", "max_tokens": 4},
+        )
         assert completion.status_code == 200, completion.text
         uids = process_uids(inference_box, "inference-server")
         assert uids and all(uid == (manifests.RUN_AS, manifests.RUN_AS) for uid in uids.values()), uids

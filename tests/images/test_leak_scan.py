@@ -26,8 +26,9 @@ def test_the_scan_names_a_pip_conf_and_the_hosts_ca_bundle_copied_into_a_layer(e
     try:
         scan = scan_layers(engine, leaky, tmp_path / "scan")
     finally:
-        subprocess.run(["docker", "rmi", ref] if engine == "docker" else [*images.BUILDAH, "rmi", ref],
-                       capture_output=True)
+        subprocess.run(
+            ["docker", "rmi", ref] if engine == "docker" else [*images.BUILDAH, "rmi", ref], capture_output=True
+        )
     assert any(leak.endswith(": etc/pip.conf") for leak in scan.leaks), scan.leaks
     if config.ca_file is not None:
         assert any("build host's CA bundle" in leak for leak in scan.leaks), scan.leaks

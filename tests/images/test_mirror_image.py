@@ -42,14 +42,16 @@ def bucket(aws_env):
     s3.delete_bucket(Bucket=name)
 
 
-def test_sync_once_then_serve_the_hub_api_from_s3_as_the_image_user(mirror_box: Container, upstream, bucket,
-                                                                     aws_env, model_files, tmp_path):
+def test_sync_once_then_serve_the_hub_api_from_s3_as_the_image_user(
+    mirror_box: Container, upstream, bucket, aws_env, model_files, tmp_path
+):
     hub, upstream_url = upstream
     box = mirror_box
     env = {**aws_env, "MIRROR_BUCKET": bucket}
 
-    synced = box.exec([*box.entrypoint, "sync", "--repo", f"{REPO}@{COMMIT}", "--upstream", upstream_url,
-                       "--no-progress"], env=env)
+    synced = box.exec(
+        [*box.entrypoint, "sync", "--repo", f"{REPO}@{COMMIT}", "--upstream", upstream_url, "--no-progress"], env=env
+    )
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert f"published {COMMIT}" in synced.stdout
 
@@ -86,7 +88,9 @@ def test_the_mirror_image_holds_its_lock_imports_its_runtime_and_is_labelled(mir
     assert imported.returncode == 0, imported.stderr[-3000:]
     frozen = box.exec(["pip", "freeze", "--all", "--exclude", "pip"])
     assert lock_of(frozen.stdout) == lock_of((MIRROR / "constraints.txt").read_text())
-    assert box.labels["org.opencontainers.image.revision"] == identity.source_revision(ROOT, "components/mirror").short_id
+    assert (
+        box.labels["org.opencontainers.image.revision"] == identity.source_revision(ROOT, "components/mirror").short_id
+    )
 
 
 def test_an_offline_build_says_which_stage_it_replaced(mirror_image, mirror_box: Container):
