@@ -547,9 +547,9 @@ def _buildah_inspect(ref: str) -> dict:
 
 
 @contextmanager
-def pip_context(python: str, log=print) -> Iterator[tuple[dict[str, Path], dict[str, Path]]]:
+def pip_context(settings: dict[str, str], log=print) -> Iterator[tuple[dict[str, Path], dict[str, Path]]]:
     """Secrets and named contexts carrying this host's pip configuration into a build, removed after."""
-    config = pip_build_config(effective_pip_settings(python))
+    config = pip_build_config(settings)
     for note in config.dropped:
         log(f"pip configuration: {note}")
     with tempfile.TemporaryDirectory(prefix="platform-pip-", dir=_work_dir()) as work:
@@ -658,7 +658,7 @@ def build(
             source, tags, image_id(engine, tags[-1]), local_digest(engine, tags[-1]), chosen_base, tuple(stand_ins)
         )
     log(f"building {', '.join(tags)} with {engine} on {chosen_base}")
-    with pip_context(python, log) as (secrets, contexts), tempfile.TemporaryDirectory(dir=_work_dir()) as work:
+    with pip_context(settings, log) as (secrets, contexts), tempfile.TemporaryDirectory(dir=_work_dir()) as work:
         iidfile = Path(work) / "iid"
         _engine_build(
             engine, context, dockerfile, tags, args, secrets=secrets, contexts=contexts, iidfile=iidfile, quiet=quiet

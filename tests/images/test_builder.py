@@ -157,7 +157,10 @@ def test_pip_context_stages_local_directories_by_hard_link_and_cleans_up(tmp_pat
     for name in ("PIP_FIND_LINKS", "PIP_CERT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(images, "CACHE_DIR", tmp_path / "cache")
-    with images.pip_context(sys.executable, log=lambda line: None) as (secrets, contexts):
+    with images.pip_context(images.effective_pip_settings(sys.executable), log=lambda line: None) as (
+        secrets,
+        contexts,
+    ):
         staged = contexts["pip-local"] / str(wheels).lstrip("/") / "pkg-1.0-py3-none-any.whl"
         assert staged.read_bytes() == b"wheel"
         assert staged.stat().st_ino == (wheels / "pkg-1.0-py3-none-any.whl").stat().st_ino
